@@ -1,0 +1,3 @@
+module github.com/schedsync/schedsync
+
+go 1.26.8
