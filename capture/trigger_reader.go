@@ -1,0 +1,380 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/change"
+)
+
+// Sink receives captured transactions. The spool implements it.
+type Sink interface {
+	// Append adds one transaction, draining src, and returns its position.
+	// If src fails, nothing of the transaction may remain.
+	Append(ctx context.Context, src change.TxnSource) (uint64, error)
+	// Sync returns once everything appended is durable.
+	Sync(ctx context.Context) error
+	// XIDsAfter lists the source XIDs of the durable transactions after
+	// position pos, and the last durable position.
+	XIDsAfter(ctx context.Context, pos uint64) (xids []uint64, last uint64, err error)
+}
+
+// notifyChannel is the channel capture_statement() notifies.
+const notifyChannel = "schedsync_capture"
+
+// TriggerOptions configures a TriggerReader.
+type TriggerOptions struct {
+	// ConnConfig is the master repository (repository.url).
+	ConnConfig *pgx.ConnConfig
+	// BatchChanges bounds the changes taken in one poll; whole transactions
+	// are taken, so a larger transaction makes a batch of its own.
+	BatchChanges int
+	// PollInterval is the fallback wake-up when no notification arrives.
+	PollInterval time.Duration
+	Logger       *slog.Logger
+}
+
+// TriggerReader reads the audit table written by the capture triggers.
+// Run it from one goroutine.
+type TriggerReader struct {
+	opts   TriggerOptions
+	sink   Sink
+	log    *slog.Logger
+	conn   *pgx.Conn // reads and deletes audit rows
+	listen *pgx.Conn // LISTEN schedsync_capture
+	rels   map[uint32]*relation
+
+	// pending is a batch durable in the sink whose audit rows are not yet
+	// deleted; it is confirmed before anything else is read.
+	pending *confirmation
+}
+
+type confirmation struct {
+	xids     []string
+	position uint64
+}
+
+// NewTriggerReader makes a reader; Run connects.
+func NewTriggerReader(opts TriggerOptions, sink Sink) *TriggerReader {
+	if opts.BatchChanges <= 0 {
+		opts.BatchChanges = 10000
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &TriggerReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture"), rels: map[uint32]*relation{}}
+}
+
+// Run captures until ctx is done or the database fails; the caller retries
+// with backoff. It returns nil only when ctx is done.
+func (r *TriggerReader) Run(ctx context.Context) error {
+	if err := r.Connect(ctx); err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		n, err := r.Poll(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if n > 0 {
+			continue // there may be more
+		}
+		if err := r.wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// Connect opens the connections and recovers from a crash between a sink
+// sync and the deletion of the audit rows it covered.
+func (r *TriggerReader) Connect(ctx context.Context) error {
+	r.Close()
+	var err error
+	if r.listen, err = pgx.ConnectConfig(ctx, r.opts.ConnConfig); err != nil {
+		return fmt.Errorf("connect to master repository: %w", err)
+	}
+	if _, err = r.listen.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return fmt.Errorf("listen for changes: %w", err)
+	}
+	if r.conn, err = pgx.ConnectConfig(ctx, r.opts.ConnConfig); err != nil {
+		return fmt.Errorf("connect to master repository: %w", err)
+	}
+	r.rels = map[uint32]*relation{}
+	return r.recover(ctx)
+}
+
+// Close closes the connections.
+func (r *TriggerReader) Close() {
+	for _, c := range []*pgx.Conn{r.conn, r.listen} {
+		if c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = c.Close(ctx)
+			cancel()
+		}
+	}
+	r.conn, r.listen = nil, nil
+}
+
+func (r *TriggerReader) recover(ctx context.Context) error {
+	if r.pending != nil {
+		return r.confirm(ctx)
+	}
+	var pos int64
+	if err := r.conn.QueryRow(ctx, `SELECT position FROM schedsync.capture_state WHERE id = 1`).Scan(&pos); err != nil {
+		return fmt.Errorf("read schedsync.capture_state (run schedsync install on the master): %w", err)
+	}
+	xids, last, err := r.sink.XIDsAfter(ctx, uint64(pos))
+	if err != nil {
+		return fmt.Errorf("list spooled transactions after position %d: %w", pos, err)
+	}
+	if len(xids) == 0 {
+		return nil
+	}
+	c := &confirmation{position: last}
+	for _, x := range xids {
+		c.xids = append(c.xids, strconv.FormatUint(x, 10))
+	}
+	r.log.Info("deleting audit rows of transactions spooled before a crash", "transactions", len(xids), "position", last)
+	r.pending = c
+	return r.confirm(ctx)
+}
+
+// wait blocks until a notification or the poll interval.
+func (r *TriggerReader) wait(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, r.opts.PollInterval)
+	defer cancel()
+	_, err := r.listen.WaitForNotification(wctx)
+	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+		return nil // poll interval passed
+	}
+	return err
+}
+
+// txnInfo is one committed transaction found in the audit table.
+type txnInfo struct {
+	xid     string
+	changes int64
+	last    time.Time
+	relids  []uint32
+}
+
+// Poll delivers one batch of committed transactions to the sink, makes it
+// durable and deletes its audit rows. It returns the number of transactions
+// delivered.
+func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
+	if r.pending != nil {
+		if err := r.confirm(ctx); err != nil {
+			return 0, err
+		}
+	}
+	var conf *confirmation
+	err := pgx.BeginTxFunc(ctx, r.conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+		func(tx pgx.Tx) error {
+			batch, err := r.listBatch(ctx, tx)
+			if err != nil || len(batch) == 0 {
+				return err
+			}
+			conf = &confirmation{}
+			for _, t := range batch {
+				pos, err := r.deliver(ctx, tx, t)
+				if err != nil {
+					return err
+				}
+				conf.xids = append(conf.xids, t.xid)
+				conf.position = pos
+			}
+			return nil
+		})
+	if err != nil || conf == nil {
+		return 0, err
+	}
+	if err := r.sink.Sync(ctx); err != nil {
+		return 0, fmt.Errorf("make captured transactions durable: %w", err)
+	}
+	r.pending = conf
+	if err := r.confirm(ctx); err != nil {
+		return 0, err
+	}
+	return len(conf.xids), nil
+}
+
+// listBatch lists committed transactions in delivery order, lowest max(id)
+// first, up to the batch size (at least one transaction).
+func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx) ([]txnInfo, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT txid::text, count(*), max(at), array_agg(DISTINCT relid)
+		FROM schedsync.audit GROUP BY txid ORDER BY max(id) LIMIT $1`, r.opts.BatchChanges)
+	if err != nil {
+		return nil, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
+	}
+	var batch []txnInfo
+	var total int64
+	for rows.Next() {
+		var t txnInfo
+		if err := rows.Scan(&t.xid, &t.changes, &t.last, &t.relids); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read schedsync.audit: %w", err)
+		}
+		if len(batch) > 0 && total+t.changes > int64(r.opts.BatchChanges) {
+			break
+		}
+		total += t.changes
+		batch = append(batch, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
+	}
+	for _, t := range batch {
+		for _, id := range t.relids {
+			if err := r.ensureRelation(ctx, tx, id); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return batch, nil
+}
+
+func (r *TriggerReader) ensureRelation(ctx context.Context, tx pgx.Tx, relid uint32) error {
+	if _, ok := r.rels[relid]; ok {
+		return nil
+	}
+	rel, err := loadRelation(ctx, tx, relid)
+	if err != nil {
+		return err
+	}
+	r.rels[relid] = rel
+	return nil
+}
+
+// deliver streams one transaction's audit rows into the sink.
+func (r *TriggerReader) deliver(ctx context.Context, tx pgx.Tx, t txnInfo) (uint64, error) {
+	xid, err := strconv.ParseUint(t.xid, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse audit txid %q: %w", t.xid, err)
+	}
+	rows, err := tx.Query(ctx, `SELECT relid, op, old_row, new_row FROM schedsync.audit
+		WHERE txid = $1::text::xid8 ORDER BY id`, t.xid)
+	if err != nil {
+		return 0, fmt.Errorf("read audit rows of transaction %s: %w", t.xid, err)
+	}
+	defer rows.Close()
+	src := &auditSource{r: r, rows: rows, hdr: change.TxnHeader{XID: xid, CommitTime: t.last}}
+	pos, err := r.sink.Append(ctx, src)
+	if err != nil {
+		return 0, fmt.Errorf("spool transaction %s: %w", t.xid, err)
+	}
+	if src.n != t.changes {
+		// Cannot happen under REPEATABLE READ; refuse rather than ship a
+		// transaction that might be incomplete.
+		return 0, fmt.Errorf("transaction %s: read %d audit rows, expected %d", t.xid, src.n, t.changes)
+	}
+	return pos, nil
+}
+
+// confirm deletes the audit rows of a durable batch and records its position.
+func (r *TriggerReader) confirm(ctx context.Context) error {
+	c := r.pending
+	err := pgx.BeginFunc(ctx, r.conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM schedsync.audit WHERE txid = ANY ($1::text[]::xid8[])`, c.xids); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE schedsync.capture_state SET position = $1, updated_at = now() WHERE id = 1`, int64(c.position))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete spooled audit rows: %w", err)
+	}
+	r.pending = nil
+	return nil
+}
+
+// auditSource turns audit rows into the changes of one transaction, one row
+// at a time, so a large transaction is never held whole.
+type auditSource struct {
+	r    *TriggerReader
+	rows pgx.Rows
+	hdr  change.TxnHeader
+	cur  change.Change
+	n    int64
+}
+
+func (s *auditSource) Header() change.TxnHeader { return s.hdr }
+
+func (s *auditSource) Next() (*change.Change, error) {
+	if !s.rows.Next() {
+		if err := s.rows.Err(); err != nil {
+			return nil, fmt.Errorf("read audit rows: %w", err)
+		}
+		return nil, io.EOF
+	}
+	var (
+		relid        uint32
+		op           byte
+		oldRow, newR *string
+	)
+	if err := s.rows.Scan(&relid, &op, &oldRow, &newR); err != nil {
+		return nil, fmt.Errorf("read audit row: %w", err)
+	}
+	s.n++
+	rel := s.r.rels[relid]
+	if rel == nil {
+		return nil, fmt.Errorf("audit row for unknown table oid %d", relid)
+	}
+	c, err := auditChange(rel, change.Op(op), oldRow, newR)
+	if err != nil {
+		return nil, err
+	}
+	s.cur = c
+	return &s.cur, nil
+}
+
+// auditChange decodes one audit row.
+func auditChange(rel *relation, op change.Op, oldRow, newRow *string) (change.Change, error) {
+	c := change.Change{Op: op, Schema: rel.schema, Table: rel.name}
+	if op == change.Insert || op == change.Update {
+		if newRow == nil {
+			return c, fmt.Errorf("%s audit row of %s has no new row", op, rel)
+		}
+		fields, err := parseRecord(*newRow)
+		if err != nil {
+			return c, fmt.Errorf("decode new row of %s: %w", rel, err)
+		}
+		if c.Columns, c.New, err = rel.rowImage(fields); err != nil {
+			return c, err
+		}
+	}
+	switch op {
+	case change.Update, change.Delete:
+		if oldRow == nil {
+			return c, fmt.Errorf("%s audit row of %s has no old row", op, rel)
+		}
+		fields, err := parseRecord(*oldRow)
+		if err != nil {
+			return c, fmt.Errorf("decode old row of %s: %w", rel, err)
+		}
+		if c.KeyColumns, c.OldKey, err = rel.key(fields); err != nil {
+			return c, err
+		}
+	case change.Insert, change.Truncate:
+	default:
+		return c, fmt.Errorf("audit row of %s has unknown op %q", rel, byte(op))
+	}
+	return c, nil
+}

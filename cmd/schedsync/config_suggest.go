@@ -1,0 +1,63 @@
+package main
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/schedsync/schedsync/internal/config"
+)
+
+// suggestKeys returns the known keys that an unknown key was probably meant
+// to be: a small edit away (spool.max_backlg), or the same name under
+// another section (sync.max_backlog), at most three, closest first.
+func suggestKeys(unknown string) []string {
+	type cand struct {
+		key  string
+		dist int
+	}
+	var cands []cand
+	leaf := unknown[strings.LastIndex(unknown, ".")+1:]
+	limit := max(2, len(unknown)/5)
+	for _, k := range config.Keys() {
+		d := editDistance(unknown, k.Name)
+		sameLeaf := leaf != "" && k.Name[strings.LastIndex(k.Name, ".")+1:] == leaf
+		if d <= limit || sameLeaf {
+			cands = append(cands, cand{k.Name, d})
+		}
+	}
+	sort.SliceStable(cands, func(i, j int) bool { return cands[i].dist < cands[j].dist })
+	var out []string
+	for i := 0; i < len(cands) && i < 3; i++ {
+		out = append(out, cands[i].key)
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// orJoin writes "a", "a or b", "a, b or c".
+func orJoin(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+}

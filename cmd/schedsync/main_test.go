@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/schedsync/schedsync/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// cli runs schedsync in-process, as main would, with a clean SCHEDSYNC_*
+// environment so that the developer's own settings cannot leak in.
+func cli(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// cleanEnv blanks every SCHEDSYNC_* variable for the test; blank counts as
+// unset for the loader, as for viper.
+func cleanEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, envPrefix) {
+			t.Setenv(name, "")
+		}
+	}
+}
+
+// masterProps is a complete, valid master config; tests append to it (a
+// later line wins in .properties) or replace lines.
+func masterProps(t *testing.T) string {
+	return "node.role=master\n" +
+		"node.name=node01\n" +
+		"repository.url=postgres://sched@127.0.0.1:1/scheduler?connect_timeout=5\n" +
+		"sync.token=test-token-123\n" +
+		"spool.dir=" + t.TempDir() + "\n"
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// contractCommands are the commands of DESIGN.md's CLI contract.
+var contractCommands = []string{
+	"install", "uninstall", "start", "stop", "status", "backup", "restore",
+	"resync", "verify", "promote", "version",
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	cleanEnv(t)
+	code, out, errOut := cli(t, "--help")
+	if code != exitOK {
+		t.Fatalf("--help exit %d, stderr %s", code, errOut)
+	}
+	for _, name := range contractCommands {
+		found := false
+		for line := range strings.SplitSeq(out, "\n") {
+			f := strings.Fields(line)
+			// "  install     Create the capture triggers ..." : name and a description.
+			if len(f) >= 2 && f[0] == name {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("--help does not list %q with a description:\n%s", name, out)
+		}
+	}
+	if !strings.Contains(out, "--config") {
+		t.Errorf("--help does not mention --config:\n%s", out)
+	}
+}
+
+func TestVersionNeedsNoConfig(t *testing.T) {
+	cleanEnv(t)
+	t.Setenv(configPathEnv, "/nonexistent/sync.properties")
+	code, out, errOut := cli(t, "version")
+	if code != exitOK {
+		t.Fatalf("version exit %d, stderr %s", code, errOut)
+	}
+	for _, want := range []string{"schedsync " + version, "commit: ", runtime.Version()} {
+		if !strings.Contains(out, want) {
+			t.Errorf("version output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestUnimplementedCommandsExit1(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", masterProps(t))
+	tests := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"start"}, "schedsync start: not implemented yet (issue 4: ship and the sync service)"},
+		{[]string{"start", "--foreground", "--wait", "5s"}, "schedsync start: not implemented yet (issue 4"},
+		{[]string{"stop"}, "schedsync stop: not implemented yet (issue 4"},
+		{[]string{"status", "--json"}, "schedsync status: not implemented yet (issue 4"},
+		{[]string{"backup", "--out", "/tmp/x"}, "schedsync backup: not implemented yet (issue 6"},
+		{[]string{"restore", "--in", "/tmp/x"}, "schedsync restore: not implemented yet (issue 6"},
+		{[]string{"resync", "--force"}, "schedsync resync: not implemented yet (issue 6"},
+		{[]string{"verify"}, "schedsync verify: not implemented yet (issue 5"},
+		{[]string{"promote"}, "schedsync promote: not implemented yet (issue 7: failover)"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"--config", path}, tt.args...)
+		code, _, errOut := cli(t, args...)
+		if code != exitFailure || !strings.HasPrefix(errOut, tt.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tt.args, code, errOut, tt.msg)
+		}
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", masterProps(t))
+	tests := []struct {
+		args []string
+		msg  string
+	}{
+		{nil, "missing command"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"--config", path, "start", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"--config", path, "start", "--wait", "soon"}, `invalid argument "soon"`},
+		{[]string{"--config", path, "backup"}, `required flag(s) "out" not set`},
+		{[]string{"--config", path, "verify", "extra"}, `unknown command "extra"`},
+	}
+	for _, tt := range tests {
+		code, _, errOut := cli(t, tt.args...)
+		if code != exitUsage || !strings.Contains(errOut, tt.msg) || !strings.Contains(errOut, "--help") {
+			t.Errorf("%v: exit %d, stderr %q; want 2, %q and a pointer to --help", tt.args, code, errOut, tt.msg)
+		}
+	}
+}
+
+// TestEveryCommandReportsConfigErrors: a config mistake is exit 2 and the
+// same message whatever the command, because each loads the config first.
+func TestEveryCommandReportsConfigErrors(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", masterProps(t)+"node.role=mastr\n")
+	for _, name := range contractCommands {
+		if name == "version" {
+			continue
+		}
+		args := []string{"--config", path, name}
+		switch name {
+		case "backup":
+			args = append(args, "--out", "/tmp/x")
+		case "restore":
+			args = append(args, "--in", "/tmp/x")
+		}
+		code, _, errOut := cli(t, args...)
+		want := "schedsync " + name + ": config " + path + `: node.role: "mastr" is not allowed; use master or slave`
+		if code != exitUsage || strings.TrimSpace(errOut) != want {
+			t.Errorf("%s: exit %d, stderr %q; want 2 and %q", name, code, errOut, want)
+		}
+	}
+}
+
+func TestInstallReportsUnreachableRepository(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", masterProps(t)) // port 1: nothing listens
+	code, _, errOut := cli(t, "--config", path, "install")
+	want := "schedsync install: cannot connect to repository database (repository.url): "
+	if code != exitFailure || !strings.HasPrefix(errOut, want) ||
+		!strings.Contains(errOut, "check that PostgreSQL is running and the URL is right") {
+		t.Errorf("exit %d, stderr %q; want 1 and %q...", code, errOut, want)
+	}
+}

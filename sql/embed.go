@@ -1,0 +1,24 @@
+// Package sql holds the SQL that schedsync installs into a repository
+// database, embedded into the binary. It owns the shape of the objects in
+// schema schedsync; the Go packages that use them (capture, apply) must
+// create them only through these scripts.
+package sql
+
+import _ "embed"
+
+// SchemaVersion is recorded in schedsync.meta. Install re-runs the scripts
+// only when the recorded version differs, so a second install changes
+// nothing.
+const SchemaVersion = "1"
+
+// State creates schema schedsync with the tables every node has: the
+// metadata row and the apply state of a slave.
+//
+//go:embed state.sql
+var State string
+
+// Capture creates the audit table and the trigger functions of trigger
+// capture on a master.
+//
+//go:embed capture_trigger.sql
+var Capture string

@@ -1,0 +1,17 @@
+-- Objects every schedsync node has, master or slave. Idempotent.
+CREATE SCHEMA IF NOT EXISTS schedsync;
+
+CREATE TABLE IF NOT EXISTS schedsync.meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+
+-- The slave's apply position. It is written in the same transaction as the
+-- rows it covers, so after any crash apply resumes exactly there.
+CREATE TABLE IF NOT EXISTS schedsync.state (
+    id               int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    applied_position bigint NOT NULL DEFAULT 0,
+    master_identity  text,
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schedsync.state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
