@@ -1,0 +1,63 @@
+# Entry points for building, testing and demonstrating schedsync.
+#
+# The tests start real PostgreSQL clusters (internal/pgtest), so `test`,
+# `bench` and `demo` first make sure the PostgreSQL server is installed
+# (`deps`), and `test` sets CI so that a missing server fails the run instead
+# of silently skipping every test that touches SQL.
+
+SHELL := /bin/bash
+# Go lives in /usr/local/go/bin on the CI machine and is not always in PATH.
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+BIN     := bin/schedsync
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+# Same discovery as internal/pgtest: the server in PATH, or Debian's
+# versioned directories, which are not in PATH.
+PG_LIBDIR ?= /usr/lib/postgresql
+HAVE_PG = { { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null 2>&1 || \
+	ls $(PG_LIBDIR)/*/bin/initdb >/dev/null 2>&1; }
+
+.PHONY: all build test deps vet fmt demo clean bench
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/schedsync
+
+# Installs the PostgreSQL server when it is missing, and only then: a
+# repeated `make test` must not wait for apt.
+deps:
+	@if $(HAVE_PG); then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "deps: the PostgreSQL server (initdb, pg_ctl, postgres) is not installed and the tests need it." >&2; \
+		echo "deps: install it as root: apt-get install -y postgresql (or run make deps as root)" >&2; \
+		exit 1; \
+	fi; \
+	echo "deps: installing the PostgreSQL server (apt-get install -y postgresql)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update && apt-get install -y postgresql; \
+	if ! $(HAVE_PG); then echo "deps: postgresql is installed but initdb is still not found" >&2; exit 1; fi
+
+test: deps
+	CI=$${CI:-true} $(GO) test -count=1 -timeout 30m ./...
+
+bench: deps
+	CI=$${CI:-true} $(GO) test -run '^$$' -bench . ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	$(GO) fmt ./...
+
+# The demo program (internal/tools/demo) is still to be written; it will start
+# its own master and slave clusters with internal/pgtest and run the binary.
+demo: deps build
+	$(GO) run ./internal/tools/demo
+
+clean:
+	rm -rf bin .demo
