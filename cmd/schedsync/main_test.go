@@ -103,10 +103,6 @@ func TestUnimplementedCommandsExit1(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"start"}, "schedsync start: not implemented yet (issue 4: ship and the sync service)"},
-		{[]string{"start", "--foreground", "--wait", "5s"}, "schedsync start: not implemented yet (issue 4"},
-		{[]string{"stop"}, "schedsync stop: not implemented yet (issue 4"},
-		{[]string{"status", "--json"}, "schedsync status: not implemented yet (issue 4"},
 		{[]string{"backup", "--out", "/tmp/x"}, "schedsync backup: not implemented yet (issue 6"},
 		{[]string{"restore", "--in", "/tmp/x"}, "schedsync restore: not implemented yet (issue 6"},
 		{[]string{"resync", "--force"}, "schedsync resync: not implemented yet (issue 6"},

@@ -1,0 +1,56 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// backoff is a capped exponential delay that also keeps a retry loop from
+// spamming the log: the first failure and every change of error are logged
+// at WARN, repeats at most once a minute.
+type backoff struct {
+	min, max, cur time.Duration
+	lastMsg       string
+	lastLog       time.Time
+	failures      int
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) reset() { b.cur, b.failures, b.lastMsg = b.min, 0, "" }
+
+// wait logs err (if worth it) and sleeps the current delay, then doubles it.
+func (b *backoff) wait(ctx context.Context, log *slog.Logger, msg string, err error) {
+	b.failures++
+	text := ""
+	if err != nil {
+		text = err.Error()
+	}
+	if text != b.lastMsg || time.Since(b.lastLog) > time.Minute {
+		log.Warn(msg, "err", text, "failures", b.failures, "retry_in", b.cur)
+		b.lastMsg, b.lastLog = text, time.Now()
+	}
+	t := time.NewTimer(b.cur)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	b.cur = min(b.cur*2, b.max)
+}
+
+// compressionLevel maps spool.compression_level to a zstd level.
+func compressionLevel(name string) zstd.EncoderLevel {
+	switch name {
+	case "default":
+		return zstd.SpeedDefault
+	case "better":
+		return zstd.SpeedBetterCompression
+	case "best":
+		return zstd.SpeedBestCompression
+	}
+	return zstd.SpeedFastest
+}

@@ -1,0 +1,99 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/spool"
+)
+
+// spoolSink is the master spool as seen by capture (capture.Sink).
+type spoolSink struct {
+	sp *spool.Spool
+	// floor is the position capture last confirmed in the master
+	// repository: new positions never go below it, even if the spool
+	// directory was replaced, so that no slave ever sees a position reused.
+	floor uint64
+
+	mu     sync.Mutex
+	failed error // a spool write failed: capture must stop, not retry
+}
+
+func (s *spoolSink) Append(ctx context.Context, src change.TxnSource) (uint64, error) {
+	pos := max(s.sp.LastPosition(), s.floor) + 1
+	if err := s.sp.AppendAt(ctx, pos, taggedSource{src}); err != nil {
+		s.fail(err)
+		return 0, err
+	}
+	return pos, nil
+}
+
+func (s *spoolSink) Sync(ctx context.Context) error {
+	err := s.sp.Sync(ctx)
+	s.fail(err)
+	return err
+}
+
+// fail records spool errors that are not the source's or the context's.
+func (s *spoolSink) fail(err error) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errSourceFailed) {
+		return
+	}
+	s.mu.Lock()
+	if s.failed == nil {
+		s.failed = err
+	}
+	s.mu.Unlock()
+}
+
+func (s *spoolSink) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// taggedSource marks the errors of the source so that they are told apart
+// from spool errors.
+type taggedSource struct{ change.TxnSource }
+
+func (t taggedSource) Next() (*change.Change, error) {
+	c, err := t.TxnSource.Next()
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errSourceFailed, err)
+	}
+	return c, err
+}
+
+// errSourceFailed marks errors of the audit-row source: the database, not
+// the spool, failed.
+var errSourceFailed = errors.New("capture source failed")
+
+func (s *spoolSink) XIDsAfter(ctx context.Context, pos uint64) ([]uint64, uint64, error) {
+	last := s.sp.DurablePosition()
+	if pos > last {
+		// The spool is behind what capture confirmed: it was replaced.
+		s.floor = pos
+		return nil, last, nil
+	}
+	if pos == last {
+		return nil, last, nil
+	}
+	r, err := s.sp.NewReader(pos)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read spool after position %d: %w", pos, err)
+	}
+	defer r.Close()
+	var xids []uint64
+	for p := pos; p < last; {
+		var src change.TxnSource
+		if p, src, err = r.Next(ctx); err != nil {
+			return nil, 0, fmt.Errorf("read spool after position %d: %w", pos, err)
+		}
+		xids = append(xids, src.Header().XID)
+	}
+	return xids, last, nil
+}

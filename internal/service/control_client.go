@@ -1,0 +1,91 @@
+package service
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNotRunning: no service answers on the control socket.
+var ErrNotRunning = errors.New("the sync service is not running")
+
+// maxReplyLine bounds one reply; a master's status with many slaves is a
+// few kilobytes.
+const maxReplyLine = 16 << 20
+
+// Request sends one command to the service whose spool.dir is dir and
+// returns its JSON result. It returns an error wrapping ErrNotRunning when
+// nothing listens on the socket, and the service's message when the
+// command failed there. Without a deadline in ctx it gives up after 10 s.
+func Request(ctx context.Context, dir, name string, args ...string) (json.RawMessage, error) {
+	path, err := SocketPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (no service on %s)", ErrNotRunning, path)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("connect to control socket: %w; run this as the service's user or root", err)
+		}
+		return nil, fmt.Errorf("connect to control socket: %w", err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+
+	req := strings.Join(append([]string{name}, args...), " ") + "\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		return nil, fmt.Errorf("control %s: send: %w", name, err)
+	}
+	line, err := bufio.NewReader(io.LimitReader(conn, maxReplyLine)).ReadBytes('\n')
+	if err != nil {
+		return nil, fmt.Errorf("control %s: read reply: %w", name, err)
+	}
+	if !json.Valid(line) {
+		return nil, fmt.Errorf("control %s: malformed reply %.80q", name, line)
+	}
+	// Only an object can be a failure; a command may answer with any JSON.
+	if t := bytes.TrimSpace(line); len(t) > 0 && t[0] == '{' {
+		var failed struct {
+			Error *string `json:"control_error"`
+		}
+		if err := json.Unmarshal(t, &failed); err == nil && failed.Error != nil {
+			return nil, fmt.Errorf("control %s: %s", name, *failed.Error)
+		}
+	}
+	return json.RawMessage(bytes.TrimSpace(line)), nil
+}
+
+// QueryStatus asks the running service for its status.
+func QueryStatus(ctx context.Context, dir string) (Status, error) {
+	raw, err := Request(ctx, dir, "status")
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return Status{}, fmt.Errorf("control status: %w", err)
+	}
+	return st, nil
+}

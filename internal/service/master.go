@@ -1,0 +1,314 @@
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/schedsync/schedsync/capture"
+	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/ship"
+	"github.com/schedsync/schedsync/spool"
+)
+
+// Master is the master's sync service: it captures the repository's changes
+// into the spool and serves them to slaves over the sync port.
+type Master struct {
+	cfg     config.Config
+	log     *slog.Logger
+	connCfg *pgx.ConnConfig
+	tlsConf *tls.Config
+
+	sp   *spool.Spool
+	sink *spoolSink
+	reg  *registry
+
+	mu        sync.Mutex
+	state     string
+	lastErr   string
+	identity  ship.Identity
+	sessions  map[string]*masterSession
+	changed   chan struct{} // closed and replaced when state changes
+	startedAt time.Time
+	addr      string
+}
+
+// NewMaster checks the configuration of a master; Run starts it.
+func NewMaster(cfg config.Config, log *slog.Logger) (*Master, error) {
+	if cfg.Capture.Mode != "trigger" {
+		return nil, fmt.Errorf("capture.mode = %s is not built yet; use capture.mode = trigger", cfg.Capture.Mode)
+	}
+	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
+	if err != nil {
+		return nil, fmt.Errorf("repository.url: %w", err)
+	}
+	tlsConf, err := ship.ServerTLSConfig(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &Master{
+		cfg: cfg, log: log.With("role", "master"), connCfg: connCfg, tlsConf: tlsConf,
+		state: StateStarting, sessions: map[string]*masterSession{}, changed: make(chan struct{}),
+	}, nil
+}
+
+func (m *Master) spoolDir() string { return filepath.Join(m.cfg.Spool.Dir, "spool") }
+
+func (m *Master) identityPath() string { return filepath.Join(m.cfg.Spool.Dir, "identity.json") }
+
+// Run serves until ctx is done.
+func (m *Master) Run(ctx context.Context, ready func()) error {
+	m.startedAt = time.Now()
+	var err error
+	if m.sp, err = spool.Open(spoolOptions(m.cfg, m.spoolDir(), m.log)); err != nil {
+		return fmt.Errorf("open spool: %w", err)
+	}
+	defer m.sp.Close()
+	m.sink = &spoolSink{sp: m.sp}
+	if m.reg, err = loadRegistry(filepath.Join(m.cfg.Spool.Dir, "slaves.json")); err != nil {
+		return err
+	}
+	m.loadIdentity()
+	ln, err := ship.Listen(m.cfg.Sync.Listen, m.tlsConf)
+	if err != nil {
+		return fmt.Errorf("listen on sync.listen %s: %w", m.cfg.Sync.Listen, err)
+	}
+	m.addr = ln.Addr().String()
+	m.log.Info("master sync service listening", "addr", m.addr, "tls", m.tlsConf != nil)
+	ready()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.captureLoop(gctx) })
+	g.Go(func() error { return m.retentionLoop(gctx) })
+	var sessions sync.WaitGroup
+	g.Go(func() error {
+		<-gctx.Done()
+		return ln.Close()
+	})
+	g.Go(func() error { return m.acceptLoop(gctx, ln, &sessions) })
+	err = g.Wait()
+	sessions.Wait()
+	m.reg.mu.Lock()
+	if serr := m.reg.save(); serr != nil && err == nil {
+		err = serr
+	}
+	m.reg.mu.Unlock()
+	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func spoolOptions(cfg config.Config, dir string, log *slog.Logger) spool.Options {
+	return spool.Options{Dir: dir, SegmentSize: int64(cfg.Spool.SegmentSize), Level: compressionLevel(cfg.Spool.CompressionLevel), Logger: log}
+}
+
+// captureLoop runs trigger capture, reconnecting with capped exponential
+// backoff while the repository is unavailable. Only a spool failure ends it.
+func (m *Master) captureLoop(ctx context.Context) error {
+	backoff := newBackoff(100*time.Millisecond, 30*time.Second)
+	for ctx.Err() == nil {
+		r := capture.NewTriggerReader(capture.TriggerOptions{
+			ConnConfig: m.connCfg, BatchChanges: m.cfg.Capture.BatchSize,
+			PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
+		}, m.sink)
+		err := r.Connect(ctx)
+		if err == nil {
+			m.refreshIdentity(ctx)
+			m.setState(StateStreaming, "")
+			backoff.reset()
+			m.log.Info("capturing from the master repository")
+			err = r.Serve(ctx)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if serr := m.sink.err(); serr != nil {
+			m.setState(StateFailed, serr.Error())
+			return fmt.Errorf("spool failed, capture stopped: %w", serr)
+		}
+		m.setState(StateMasterUnavailable, err.Error())
+		backoff.wait(ctx, m.log, "master repository unavailable; retrying", err)
+	}
+	return nil
+}
+
+// refreshIdentity reads the repository's identity and caches it in
+// spool.dir, so that slaves can be checked while the database is down.
+func (m *Master) refreshIdentity(ctx context.Context) {
+	conn, err := pgx.ConnectConfig(ctx, m.connCfg)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	id, err := repositoryIdentity(ctx, conn)
+	if err != nil {
+		m.log.Warn("cannot read the repository identity", "err", err)
+		return
+	}
+	m.mu.Lock()
+	m.identity = id
+	m.mu.Unlock()
+	if data, err := json.Marshal(id); err == nil {
+		_ = writeFileAtomic(m.identityPath(), data)
+	}
+}
+
+func (m *Master) loadIdentity() {
+	data, err := os.ReadFile(m.identityPath())
+	if err != nil {
+		return
+	}
+	var id ship.Identity
+	if json.Unmarshal(data, &id) == nil {
+		m.identity = id
+	}
+}
+
+func (m *Master) setState(state, errText string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastErr = errText
+	if m.state == state {
+		return
+	}
+	m.state = state
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// wireState is the state slaves are told: whether the master repository is
+// reachable.
+func (m *Master) wireState() (string, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == StateMasterUnavailable {
+		return ship.StateMasterUnavailable, m.changed
+	}
+	return ship.StateStreaming, m.changed
+}
+
+// retentionLoop enforces spool.max_backlog on slaves that stay away and
+// deletes the segments no slave that still counts needs.
+func (m *Master) retentionLoop(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := m.retain(); err != nil {
+			m.log.Warn("spool retention", "err", err)
+		}
+	}
+}
+
+func (m *Master) retain() error {
+	maxBacklog := int64(m.cfg.Spool.MaxBacklog)
+	m.reg.mu.Lock()
+	cut := m.sp.DurablePosition()
+	counting := 0
+	for _, s := range m.reg.slaves {
+		if s.NeedsResync {
+			continue
+		}
+		if b := m.sp.BytesAfter(s.Applied); b > maxBacklog || s.Applied+1 < m.sp.FirstPosition() {
+			m.markNeedsResync(s, b)
+			continue
+		}
+		counting++
+		cut = min(cut, s.Applied)
+	}
+	err := m.reg.saveSoon()
+	m.reg.mu.Unlock()
+	if counting == 0 {
+		// No slave to keep it for: keep what a slave arriving within the
+		// backlog limit could still use.
+		cut = positionWithin(m.sp, maxBacklog)
+	}
+	if cut+1 > m.sp.FirstPosition() {
+		if terr := m.sp.TruncateBefore(cut + 1); terr != nil {
+			return terr
+		}
+	}
+	return err
+}
+
+// markNeedsResync stops keeping spool for a slave whose backlog is too big,
+// and disconnects it if connected. The caller holds m.reg.mu.
+func (m *Master) markNeedsResync(s *slaveRecord, backlog int64) {
+	s.NeedsResync, s.BacklogAtMark = true, backlog
+	msg := ship.RefuseBacklog(s.Name, uint64(backlog), uint64(m.cfg.Spool.MaxBacklog))
+	m.log.Warn("slave needs a re-sync; no longer keeping spool for it", "slave", s.Name, "backlog_bytes", backlog)
+	m.mu.Lock()
+	sess := m.sessions[s.Name]
+	m.mu.Unlock()
+	if sess != nil {
+		sess.refuse(msg)
+	}
+	_ = m.reg.save()
+}
+
+// positionWithin is the lowest position p with BytesAfter(p) within limit.
+func positionWithin(sp *spool.Spool, limit int64) uint64 {
+	lo, hi := sp.FirstPosition()-1, sp.DurablePosition()
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if sp.BytesAfter(mid) <= limit {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// Status reports the master's state and its slaves.
+func (m *Master) Status() Status {
+	m.mu.Lock()
+	st := Status{
+		Role: "master", Name: m.cfg.Node.Name, Running: true, State: m.state, Error: m.lastErr,
+		PID: os.Getpid(), StartedAt: m.startedAt, UpdatedAt: time.Now(),
+	}
+	connected := map[string]string{}
+	for name, s := range m.sessions {
+		connected[name] = s.addr
+	}
+	m.mu.Unlock()
+	if m.sp == nil || m.reg == nil {
+		return st
+	}
+	st.Position = m.sp.DurablePosition()
+	m.reg.mu.Lock()
+	recs := m.reg.list()
+	m.reg.mu.Unlock()
+	for _, r := range recs {
+		addr, ok := connected[r.Name]
+		ss := SlaveStatus{
+			Name: r.Name, Connected: ok, AppliedPosition: r.Applied, ReceivedPosition: r.Received,
+			NeedsResync: r.NeedsResync, LastSeen: r.LastSeen, Address: addr,
+		}
+		if !r.NeedsResync {
+			ss.BacklogBytes = m.sp.BytesAfter(r.Applied)
+			st.BacklogBytes = max(st.BacklogBytes, ss.BacklogBytes)
+			if r.Applied < st.Position && !r.caughtUp.IsZero() {
+				st.LagSeconds = max(st.LagSeconds, time.Since(r.caughtUp).Seconds())
+			}
+		}
+		st.Slaves = append(st.Slaves, ss)
+	}
+	return st
+}

@@ -1,0 +1,291 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/schedsync/schedsync/ship"
+)
+
+// masterSession is one connected slave.
+type masterSession struct {
+	name string
+	addr string
+	conn *ship.Conn
+	// chunk is the most record data one frame to this slave may carry.
+	chunk int
+
+	mu      sync.Mutex
+	refusal *ship.RefusedError // set when the master disconnects the slave
+	cancel  context.CancelFunc
+}
+
+// refuse disconnects the slave with a refusal it will show.
+func (s *masterSession) refuse(r *ship.RefusedError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusal == nil {
+		s.refusal = r
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+func (m *Master) acceptLoop(ctx context.Context, ln net.Listener, sessions *sync.WaitGroup) error {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			m.log.Warn("accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		sessions.Add(1)
+		go func() {
+			defer sessions.Done()
+			m.serveSlave(ctx, nc)
+		}()
+	}
+}
+
+// serveSlave runs the handshake and then streams to the slave until it
+// disconnects or is disconnected.
+func (m *Master) serveSlave(ctx context.Context, nc net.Conn) {
+	defer nc.Close()
+	addr := nc.RemoteAddr().String()
+	var sess *masterSession
+	hello, err := ship.ServerHandshake(ctx, nc, ship.ServerOptions{Token: m.cfg.Sync.Token},
+		func(h ship.Hello) (ship.Welcome, *ship.RefusedError) {
+			var w ship.Welcome
+			var r *ship.RefusedError
+			sess, w, r = m.admit(h, addr)
+			return w, r
+		})
+	if err != nil {
+		if sess != nil {
+			m.dropSession(sess)
+		}
+		m.log.Info("slave refused or handshake failed", "addr", addr, "err", err)
+		return
+	}
+	log := m.log.With("slave", hello.Name, "addr", addr)
+	log.Info("slave connected", "applied", hello.Applied, "received", hello.Received)
+	sess.conn = ship.NewConn(nc, ship.ConnOptions{
+		Heartbeat: m.cfg.Sync.Heartbeat, PeerMaxFrame: hello.MaxFrame, Peer: "slave " + hello.Name,
+	})
+	err = m.stream(ctx, sess, max(hello.Received, hello.Applied))
+	m.dropSession(sess)
+	if ctx.Err() == nil {
+		log.Info("slave disconnected", "err", err)
+	}
+}
+
+// admit decides whether a slave that proved the token may stream, and
+// registers its session. See DESIGN.md for the refusals.
+func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome, *ship.RefusedError) {
+	// Lock order: m.reg.mu, then m.mu. Holding reg.mu throughout makes
+	// the duplicate check and the registration one step.
+	m.reg.mu.Lock()
+	defer m.reg.mu.Unlock()
+	m.mu.Lock()
+	id, busy := m.identity, m.sessions[h.Name] != nil
+	m.mu.Unlock()
+	if id.IsZero() {
+		return nil, ship.Welcome{}, ship.RefuseNotReady("the master has not reached its repository yet")
+	}
+	if h.Identity.SameDatabase(id) {
+		return nil, ship.Welcome{}, ship.RefuseSameRepository(id)
+	}
+	if busy {
+		return nil, ship.Welcome{}, ship.RefuseDuplicateName(h.Name)
+	}
+	rec := m.reg.get(h.Name)
+	if r, backlog := m.checkServable(h, rec); r != nil {
+		if !rec.NeedsResync {
+			rec.NeedsResync, rec.BacklogAtMark = true, backlog
+			_ = m.reg.save()
+		}
+		return nil, ship.Welcome{}, r
+	}
+	// A slave that was marked needs_resync and comes back with a position
+	// the master can serve within the limit has been re-seeded.
+	rec.NeedsResync = false
+	rec.Applied, rec.Received, rec.LastSeen = h.Applied, max(h.Received, h.Applied), time.Now()
+	_ = m.reg.save()
+	peerMax := h.MaxFrame
+	if peerMax <= 0 {
+		peerMax = ship.DefaultMaxFrame
+	}
+	sess := &masterSession{name: h.Name, addr: addr, chunk: peerMax - ship.RecordsOverhead}
+	m.mu.Lock()
+	m.sessions[h.Name] = sess
+	m.mu.Unlock()
+	return sess, ship.Welcome{
+		Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
+		StartAfter: rec.Received, Heartbeat: m.cfg.Sync.Heartbeat,
+	}, nil
+}
+
+// checkServable refuses a slave whose changes the master no longer has, or
+// whose backlog exceeds spool.max_backlog, and says how big the backlog is.
+func (m *Master) checkServable(h ship.Hello, rec *slaveRecord) (*ship.RefusedError, int64) {
+	last := m.sp.DurablePosition()
+	maxBacklog := m.cfg.Spool.MaxBacklog
+	if h.Applied > last || h.Received > last {
+		return &ship.RefusedError{Code: ship.CodeBacklog, Message: fmt.Sprintf(
+			"slave %s has position %d but the master's last position is %d: the master's spool was replaced; run backup and restore (schedsync resync) to re-sync the slave",
+			h.Name, max(h.Applied, h.Received), last)}, 0
+	}
+	backlog := m.sp.BytesAfter(h.Applied)
+	if first := m.sp.FirstPosition(); h.Applied+1 < first {
+		// The changes right after Applied are gone: the backlog is at
+		// least what is left, and what it was when the slave was marked.
+		backlog = max(m.sp.BytesAfter(first-1), rec.BacklogAtMark, int64(maxBacklog)+1)
+	}
+	if backlog > int64(maxBacklog) {
+		return ship.RefuseBacklog(h.Name, uint64(backlog), uint64(maxBacklog)), backlog
+	}
+	return nil, backlog
+}
+
+func (m *Master) dropSession(sess *masterSession) {
+	m.reg.mu.Lock()
+	defer m.reg.mu.Unlock()
+	m.mu.Lock()
+	if m.sessions[sess.name] == sess {
+		delete(m.sessions, sess.name)
+	}
+	m.mu.Unlock()
+	m.reg.get(sess.name).LastSeen = time.Now()
+	_ = m.reg.save()
+}
+
+// stream sends spool records after startAfter, relays the master's state,
+// and takes the slave's acks, until either side stops.
+func (m *Master) stream(ctx context.Context, sess *masterSession, startAfter uint64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	sess.mu.Lock()
+	sess.cancel = cancel
+	refused := sess.refusal
+	sess.mu.Unlock()
+	defer cancel()
+	if refused != nil {
+		return refused
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.sendRecords(gctx, sess, startAfter) })
+	g.Go(func() error { return m.receiveAcks(gctx, sess) })
+	g.Go(func() error { return m.sendMasterStatus(gctx, sess) })
+	g.Go(func() error {
+		return sess.conn.SendHeartbeats(gctx, func() ship.Heartbeat {
+			return ship.Heartbeat{Time: time.Now(), Position: m.sp.DurablePosition()}
+		})
+	})
+	err := g.Wait()
+	sess.mu.Lock()
+	refused = sess.refusal
+	sess.mu.Unlock()
+	if refused != nil {
+		// Tell the slave why, on a fresh deadline: the stream was cancelled.
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = sess.conn.Send(sctx, refused)
+		scancel()
+		return refused
+	}
+	return err
+}
+
+// sendRecords ships spool records as they become durable. One record is in
+// flight at a time, so memory stays bounded whatever the backlog; TCP flow
+// control paces it to the slave.
+func (m *Master) sendRecords(ctx context.Context, sess *masterSession, after uint64) error {
+	r, err := m.sp.NewReader(after)
+	if err != nil {
+		return fmt.Errorf("read spool after %d: %w", after, err)
+	}
+	defer r.Close()
+	chunk := sess.chunk
+	for {
+		rec, err := r.NextRecord(ctx)
+		if err != nil {
+			return err
+		}
+		data := rec.Data
+		for len(data) > 0 {
+			n := min(len(data), chunk)
+			msg := ship.Records{First: rec.First, Last: rec.Last, More: n < len(data), Data: data[:n]}
+			if err := sess.conn.Send(ctx, msg); err != nil {
+				return err
+			}
+			data = data[n:]
+		}
+	}
+}
+
+func (m *Master) receiveAcks(ctx context.Context, sess *masterSession) error {
+	for {
+		msg, err := sess.conn.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		var received, applied uint64
+		switch v := msg.(type) {
+		case ship.Ack:
+			received, applied = v.Received, v.Applied
+		case ship.Heartbeat:
+			received, applied = v.Position, v.Applied
+		default:
+			return fmt.Errorf("slave %s sent an unexpected %T", sess.name, msg)
+		}
+		m.ack(sess, received, applied)
+	}
+}
+
+// ack records a slave's positions and enforces the backlog limit while it
+// is connected.
+func (m *Master) ack(sess *masterSession, received, applied uint64) {
+	m.reg.mu.Lock()
+	defer m.reg.mu.Unlock()
+	rec := m.reg.get(sess.name)
+	rec.Received = max(rec.Received, received)
+	rec.Applied = max(rec.Applied, applied)
+	rec.LastSeen = time.Now()
+	if rec.Applied >= m.sp.DurablePosition() {
+		rec.caughtUp = rec.LastSeen
+	} else if rec.caughtUp.IsZero() {
+		rec.caughtUp = rec.LastSeen
+	}
+	if b := m.sp.BytesAfter(rec.Applied); b > int64(m.cfg.Spool.MaxBacklog) {
+		m.markNeedsResync(rec, b)
+		return
+	}
+	_ = m.reg.saveSoon()
+}
+
+// sendMasterStatus tells the slave whether the master repository is
+// reachable, now and whenever that changes.
+func (m *Master) sendMasterStatus(ctx context.Context, sess *masterSession) error {
+	for {
+		state, changed := m.wireState()
+		if err := sess.conn.Send(ctx, ship.MasterStatus{State: state, LastPosition: m.sp.DurablePosition()}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}

@@ -1,0 +1,360 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/capture"
+	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/ship"
+	"github.com/schedsync/schedsync/spool"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func mustExec(t *testing.T, url, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func install(t *testing.T, url, role string) {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := capture.Install(context.Background(), c, capture.InstallOptions{Schemas: []string{"public"}, Role: role}); err != nil {
+		t.Fatalf("install %s: %v", role, err)
+	}
+}
+
+func baseConfig(t *testing.T, role, url string) config.Config {
+	c := config.DefaultConfig()
+	c.Node.Role = config.Role(role)
+	c.Node.Name = role + "1"
+	c.Repository.URL = url
+	c.Sync.Token = "test-token"
+	c.Sync.Heartbeat = 300 * time.Millisecond
+	c.Sync.Listen = "127.0.0.1:0"
+	c.Spool.Dir = t.TempDir()
+	c.Capture.PollInterval = time.Second
+	return c
+}
+
+func slaveConfig(t *testing.T, url, masterAddr string) config.Config {
+	c := baseConfig(t, "slave", url)
+	host, port, _ := net.SplitHostPort(masterAddr)
+	c.Master.Host = host
+	c.Master.Port, _ = strconv.Atoi(port)
+	return c
+}
+
+// running is a node started in this process.
+type running struct {
+	node   Node
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs a node and waits until it is ready or has failed.
+func start(t *testing.T, n Node, wait time.Duration) (*running, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(WithRunOptions(context.Background(), RunOptions{Wait: wait}))
+	r := &running{node: n, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() { r.done <- n.Run(ctx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+		t.Cleanup(func() { r.stop(t) })
+		return r, nil
+	case err := <-r.done:
+		cancel()
+		return nil, err
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("node not ready after 60s")
+		return nil, nil
+	}
+}
+
+func (r *running) stop(t *testing.T) {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("node stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("node did not stop within 30s")
+	}
+}
+
+func startMaster(t *testing.T, cfg config.Config) (*Master, *running) {
+	t.Helper()
+	m, err := NewMaster(cfg, testLogger(t).With("node", "master"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := start(t, m, 0)
+	if err != nil {
+		t.Fatalf("start master: %v", err)
+	}
+	return m, r
+}
+
+func newSlave(t *testing.T, cfg config.Config) *Slave {
+	t.Helper()
+	s, err := NewSlave(cfg, testLogger(t).With("node", "slave"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readSpool reads every transaction of a spool up to its durable position.
+func readSpool(t *testing.T, sp *spool.Spool) []*change.Txn {
+	t.Helper()
+	last := sp.DurablePosition()
+	r, err := sp.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []*change.Txn
+	for p := uint64(0); p < last; {
+		var src change.TxnSource
+		if p, src, err = r.Next(context.Background()); err != nil {
+			t.Fatalf("read spool: %v", err)
+		}
+		txn, err := change.ReadAll(src)
+		if err != nil {
+			t.Fatalf("read transaction %d: %v", p, err)
+		}
+		txn.LSN = p // keep the position with the transaction for comparison
+		out = append(out, txn)
+	}
+	return out
+}
+
+// TestStreamingSurvivesConnectionFaults ships a stream of transactions with
+// large values through a proxy that cuts connections mid-frame, delays them
+// and stalls them past the heartbeat deadline. The slave spool must end
+// identical to the master's: nothing lost, nothing duplicated.
+func TestStreamingSurvivesConnectionFaults(t *testing.T) {
+	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
+	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
+	install(t, masterURL, "master")
+	install(t, slaveURL, "slave")
+	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
+
+	proxy := newFaultProxy(t, m.addr, 64<<10, time.Second)
+	s := newSlave(t, slaveConfig(t, slaveURL, proxy.addr()))
+	if _, err := start(t, s, 30*time.Second); err != nil {
+		t.Fatalf("start slave: %v", err)
+	}
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, masterURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rng := rand.New(rand.NewSource(7))
+	const txns = 600
+	for i := 0; i < txns; i++ {
+		// Random-ish payloads compress poorly, so records and frames are big.
+		payload := make([]byte, rng.Intn(20000))
+		for j := range payload {
+			payload[j] = byte('a' + rng.Intn(26))
+		}
+		_, err := conn.Exec(ctx, `INSERT INTO t VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload`,
+			rng.Intn(200), string(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 99 {
+			time.Sleep(300 * time.Millisecond) // let cuts and stalls happen mid-stream
+		}
+	}
+	waitFor(t, "capture of every transaction", 60*time.Second, func() bool { return m.sp.DurablePosition() >= txns })
+	proxy.faults.Store(false)
+	waitFor(t, "the slave to receive everything", 90*time.Second, func() bool {
+		return s.sp.DurablePosition() == m.sp.DurablePosition()
+	})
+	if proxy.cuts.Load() < 5 {
+		t.Fatalf("only %d cuts happened; the test proves nothing", proxy.cuts.Load())
+	}
+	got, want := readSpool(t, s.sp), readSpool(t, m.sp)
+	if len(got) != len(want) {
+		t.Fatalf("slave has %d transactions, master %d", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Fatalf("transaction %d differs", i)
+		}
+	}
+	t.Logf("%d transactions identical after %d cuts and %d stalls", len(want), proxy.cuts.Load(), proxy.stalls.Load())
+}
+
+func TestSlaveRefusals(t *testing.T) {
+	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
+	install(t, masterURL, "master")
+	install(t, slaveURL, "slave")
+	mcfg := baseConfig(t, "master", masterURL)
+	m, _ := startMaster(t, mcfg)
+	waitFor(t, "master to reach its repository", 30*time.Second, func() bool { return m.Status().State == StateStreaming })
+
+	t.Run("wrong token", func(t *testing.T) {
+		cfg := slaveConfig(t, slaveURL, m.addr)
+		cfg.Sync.Token = "other"
+		_, err := start(t, newSlave(t, cfg), 10*time.Second)
+		if !errors.Is(err, ship.ErrAuth) || !strings.Contains(err.Error(), "sync.token") {
+			t.Fatalf("want an authentication error naming sync.token, got %v", err)
+		}
+	})
+	t.Run("same repository", func(t *testing.T) {
+		_, err := start(t, newSlave(t, slaveConfig(t, masterURL, m.addr)), 10*time.Second)
+		if !errors.Is(err, ship.ErrSameRepository) {
+			t.Fatalf("want a same-repository refusal, got %v", err)
+		}
+	})
+	t.Run("master not reachable", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close()
+		_, err := start(t, newSlave(t, slaveConfig(t, slaveURL, addr)), 0)
+		if err == nil || !strings.Contains(err.Error(), "master sync service at "+addr+" is not reachable; start the master first") {
+			t.Fatalf("want 'start the master first', got %v", err)
+		}
+	})
+}
+
+// TestBacklogRefusal: a slave that stayed away while more than
+// spool.max_backlog was captured is refused with DESIGN.md's message and
+// ErrNeedsResync, and the master stops keeping spool for it.
+func TestBacklogRefusal(t *testing.T) {
+	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
+	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
+	install(t, masterURL, "master")
+	install(t, slaveURL, "slave")
+	mcfg := baseConfig(t, "master", masterURL)
+	mcfg.Spool.MaxBacklog = 64 << 10
+	m, _ := startMaster(t, mcfg)
+	scfg := slaveConfig(t, slaveURL, m.addr)
+	s, err := start(t, newSlave(t, scfg), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.stop(t)
+	// 500 rows of random text: far more than 64 KiB even compressed.
+	mustExec(t, masterURL, `INSERT INTO t SELECT g.i, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 20 + 0 * g.i)) FROM generate_series(1, 500) g(i)`)
+	waitFor(t, "capture", 30*time.Second, func() bool { return m.sp.DurablePosition() >= 1 })
+
+	_, err = start(t, newSlave(t, scfg), 10*time.Second)
+	if !errors.Is(err, ErrNeedsResync) || !errors.Is(err, ship.ErrNeedsResync) {
+		t.Fatalf("want ErrNeedsResync, got %v", err)
+	}
+	want := fmt.Sprintf("slave %s has ", scfg.Node.Name)
+	tail := fmt.Sprintf(" bytes of changes to be processed since last disconnection, which exceeds spool.max_backlog (%d bytes) on the master; run backup and restore (schedsync resync) to re-sync the slave", 64<<10)
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tail) {
+		t.Fatalf("refusal message is not DESIGN.md's: %v", err)
+	}
+	st := m.Status()
+	if len(st.Slaves) != 1 || !st.Slaves[0].NeedsResync {
+		t.Fatalf("master does not mark the slave needs_resync: %+v", st.Slaves)
+	}
+	// The master no longer keeps spool for it: retention cuts to the limit.
+	waitFor(t, "retention", 10*time.Second, func() bool {
+		return m.sp.BytesAfter(m.sp.FirstPosition()-1) <= 2*int64(mcfg.Spool.MaxBacklog)+int64(mcfg.Spool.SegmentSize)
+	})
+}
+
+// TestMasterRepositoryRestart: the master's database goes away and comes
+// back; the master keeps serving, shows master_unavailable (and so does the
+// slave), and resumes capture by itself.
+func TestMasterRepositoryRestart(t *testing.T) {
+	ctx := context.Background()
+	cl, err := pgtest.Start(ctx, pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Stop()
+	masterURL, err := cl.CreateDB(ctx, "repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slaveURL := pgtest.NewDB(t)
+	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY)`)
+	install(t, masterURL, "master")
+	install(t, slaveURL, "slave")
+	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
+	s := newSlave(t, slaveConfig(t, slaveURL, m.addr))
+	if _, err := start(t, s, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, masterURL, `INSERT INTO t VALUES (1)`)
+	waitFor(t, "first row on the slave spool", 20*time.Second, func() bool { return s.sp.DurablePosition() == 1 })
+
+	if err := cl.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "master_unavailable on the master", 20*time.Second, func() bool { return m.Status().State == StateMasterUnavailable })
+	waitFor(t, "master_unavailable on the slave", 20*time.Second, func() bool { return s.Status().State == StateMasterUnavailable })
+	if err := cl.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "capture to resume", 60*time.Second, func() bool { return m.Status().State == StateStreaming })
+	mustExec(t, masterURL, `INSERT INTO t VALUES (2)`)
+	waitFor(t, "second row on the slave spool", 20*time.Second, func() bool { return s.sp.DurablePosition() == 2 })
+	if st := s.Status(); st.State != StateStreaming {
+		t.Fatalf("slave state %s after the master's repository came back", st.State)
+	}
+}

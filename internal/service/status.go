@@ -1,0 +1,76 @@
+package service
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// States of a node, as `status` reports them (DESIGN.md lists the contract
+// ones; more may be added).
+const (
+	StateStopped           = "stopped"
+	StateStarting          = "starting"
+	StateConnecting        = "connecting"   // slave: dialling or handshaking with the master
+	StateStreaming         = "streaming"    // master: capturing; slave: receiving and applying
+	StateNeedsResync       = "needs_resync" // slave refused for its backlog
+	StateMasterUnavailable = "master_unavailable"
+	StateApplyError        = "apply_error" // slave: apply stopped on an error it cannot get past
+	StateFailed            = "failed"
+)
+
+// Status is what `status --json` prints. The fields named in DESIGN.md are
+// contract: role, running, state, position, received_position (slave),
+// lag_seconds, backlog_bytes and, on a master, slaves.
+type Status struct {
+	Role    string `json:"role"`
+	Name    string `json:"name"`
+	Running bool   `json:"running"`
+	State   string `json:"state"`
+	// Position is the master's last captured position, or the slave's
+	// last applied one.
+	Position uint64 `json:"position"`
+	// ReceivedPosition is the last position durable in a slave's spool.
+	ReceivedPosition uint64 `json:"received_position"`
+	// LagSeconds: on a slave, how far the applied state trails the master
+	// (commit time of the newest change received but not applied, or 0 when
+	// caught up); on a master, the largest lag of its connected slaves.
+	LagSeconds float64 `json:"lag_seconds"`
+	// BacklogBytes: on a slave, spool bytes received but not applied; on a
+	// master, the largest backlog of the slaves that still count.
+	BacklogBytes int64         `json:"backlog_bytes"`
+	Slaves       []SlaveStatus `json:"slaves"`
+	// Master is the master's sync address (slave only).
+	Master    string    `json:"master,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	PID       int       `json:"pid,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// SlaveStatus is one slave as its master sees it.
+type SlaveStatus struct {
+	Name             string    `json:"name"`
+	Connected        bool      `json:"connected"`
+	AppliedPosition  uint64    `json:"applied_position"`
+	ReceivedPosition uint64    `json:"received_position"`
+	BacklogBytes     int64     `json:"backlog_bytes"`
+	NeedsResync      bool      `json:"needs_resync"`
+	LastSeen         time.Time `json:"last_seen,omitzero"`
+	Address          string    `json:"address,omitempty"`
+}
+
+// MarshalJSON leaves slaves out on a slave and prints an empty list, not
+// null, on a master without slaves.
+func (s Status) MarshalJSON() ([]byte, error) {
+	type plain Status
+	if s.Role != "master" {
+		return json.Marshal(struct {
+			plain
+			Slaves []SlaveStatus `json:"slaves,omitempty"`
+		}{plain: plain(s)})
+	}
+	if s.Slaves == nil {
+		s.Slaves = []SlaveStatus{}
+	}
+	return json.Marshal(plain(s))
+}
