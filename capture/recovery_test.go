@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -97,5 +98,42 @@ func TestLargeTransactionStreams(t *testing.T) {
 	}
 	if sink.counted != 100000 {
 		t.Fatalf("streamed %d changes, want 100000", sink.counted)
+	}
+}
+
+// TestSequencesShipped: every batch that delivers rows also ships the
+// sequences that moved, so a row never arrives ahead of its sequence value;
+// unchanged sequences are not shipped again.
+func TestSequencesShipped(t *testing.T) {
+	d := newTestDB(t)
+	d.exec(`CREATE TABLE s (id bigserial PRIMARY KEY, v text); CREATE SEQUENCE other_seq`)
+	d.install(InstallOptions{})
+	cfgReader := d.reader(&memSink{}, 100) // only to reuse the connection settings
+	cfgReader.Close()
+	sink := &memSink{}
+	r := NewTriggerReader(TriggerOptions{ConnConfig: cfgReader.opts.ConnConfig, BatchChanges: 100, PollInterval: time.Hour, SequenceSchemas: []string{"public"}}, sink)
+	if err := r.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	d.exec(`INSERT INTO s (v) SELECT 'x' FROM generate_series(1, 3)`)
+	drain(t, r)
+	d.exec(`INSERT INTO s (v) VALUES ('y')`)
+	drain(t, r)
+	var got []string
+	for _, txn := range sink.all() {
+		for _, c := range txn.Changes {
+			if c.Op == 'S' {
+				got = append(got, c.Table+"="+c.New[0].Text)
+			}
+		}
+	}
+	// other_seq was never used (last_value NULL) and is not shipped.
+	if fmt.Sprint(got) != "[s_id_seq=3 s_id_seq=4]" {
+		t.Fatalf("sequence changes: %v", got)
+	}
+	txns := sink.all()
+	if txns[1].Changes[0].Op != 'S' || txns[3].Changes[0].Op != 'S' {
+		t.Fatalf("sequence transaction does not follow its batch")
 	}
 }

@@ -37,7 +37,10 @@ type TriggerOptions struct {
 	BatchChanges int
 	// PollInterval is the fallback wake-up when no notification arrives.
 	PollInterval time.Duration
-	Logger       *slog.Logger
+	// SequenceSchemas are the schemas whose sequences are sampled and
+	// shipped (repository.schemas); none when empty.
+	SequenceSchemas []string
+	Logger          *slog.Logger
 }
 
 // TriggerReader reads the audit table written by the capture triggers.
@@ -49,6 +52,9 @@ type TriggerReader struct {
 	conn   *pgx.Conn // reads and deletes audit rows
 	listen *pgx.Conn // LISTEN schedsync_capture
 	rels   map[uint32]*relation
+	seqs   *sequenceSampler
+	// sampled is when sequences were last sampled.
+	sampled time.Time
 
 	// pending is a batch durable in the sink whose audit rows are not yet
 	// deleted; it is confirmed before anything else is read.
@@ -71,15 +77,25 @@ func NewTriggerReader(opts TriggerOptions, sink Sink) *TriggerReader {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &TriggerReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture"), rels: map[uint32]*relation{}}
+	r := &TriggerReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture"), rels: map[uint32]*relation{}}
+	if len(opts.SequenceSchemas) > 0 {
+		r.seqs = newSequenceSampler(opts.SequenceSchemas)
+	}
+	return r
 }
 
-// Run captures until ctx is done or the database fails; the caller retries
-// with backoff. It returns nil only when ctx is done.
+// Run connects and captures until ctx is done or the database fails; the
+// caller retries with backoff. It returns nil only when ctx is done.
 func (r *TriggerReader) Run(ctx context.Context) error {
 	if err := r.Connect(ctx); err != nil {
 		return err
 	}
+	return r.Serve(ctx)
+}
+
+// Serve captures on a connected reader until ctx is done (nil) or the
+// database fails. It closes the connections when it returns.
+func (r *TriggerReader) Serve(ctx context.Context) error {
 	defer r.Close()
 	for {
 		n, err := r.Poll(ctx)
@@ -184,13 +200,16 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 		}
 	}
 	var conf *confirmation
+	var seqs []change.Change
 	err := pgx.BeginTxFunc(ctx, r.conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
 			batch, err := r.listBatch(ctx, tx)
-			if err != nil || len(batch) == 0 {
+			if err != nil {
 				return err
 			}
-			conf = &confirmation{}
+			if len(batch) > 0 {
+				conf = &confirmation{}
+			}
 			for _, t := range batch {
 				pos, err := r.deliver(ctx, tx, t)
 				if err != nil {
@@ -199,19 +218,45 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 				conf.xids = append(conf.xids, t.xid)
 				conf.position = pos
 			}
-			return nil
+			seqs, err = r.sampleSequences(ctx, tx, len(batch) > 0)
+			return err
 		})
-	if err != nil || conf == nil {
+	if err != nil || (conf == nil && seqs == nil) {
 		return 0, err
 	}
 	if err := r.sink.Sync(ctx); err != nil {
 		return 0, fmt.Errorf("make captured transactions durable: %w", err)
+	}
+	if r.seqs != nil {
+		r.seqs.shipped(seqs)
+	}
+	if conf == nil {
+		return 0, nil
 	}
 	r.pending = conf
 	if err := r.confirm(ctx); err != nil {
 		return 0, err
 	}
 	return len(conf.xids), nil
+}
+
+// sampleSequences appends the sequences that moved as a transaction of
+// their own: always after a batch (so every shipped row's sequence value
+// is covered), and at least every poll interval when idle.
+func (r *TriggerReader) sampleSequences(ctx context.Context, tx pgx.Tx, delivered bool) ([]change.Change, error) {
+	if r.seqs == nil || (!delivered && time.Since(r.sampled) < r.opts.PollInterval) {
+		return nil, nil
+	}
+	r.sampled = time.Now()
+	changes, err := r.seqs.sample(ctx, tx)
+	if err != nil || len(changes) == 0 {
+		return nil, err
+	}
+	txn := &change.Txn{TxnHeader: change.TxnHeader{CommitTime: r.sampled}, Changes: changes}
+	if _, err := r.sink.Append(ctx, txn.Source()); err != nil {
+		return nil, fmt.Errorf("spool sequence values: %w", err)
+	}
+	return changes, nil
 }
 
 // listBatch lists committed transactions in delivery order, lowest max(id)

@@ -122,6 +122,7 @@ func (m *Master) captureLoop(ctx context.Context) error {
 		r := capture.NewTriggerReader(capture.TriggerOptions{
 			ConnConfig: m.connCfg, BatchChanges: m.cfg.Capture.BatchSize,
 			PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
+			SequenceSchemas: m.cfg.Repository.Schemas,
 		}, m.sink)
 		err := r.Connect(ctx)
 		if err == nil {
