@@ -1,0 +1,313 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/schedsync/schedsync/internal/change"
+)
+
+// Log is the slave spool as apply reads it.
+type Log interface {
+	NewReader(after uint64) (Reader, error)
+	DurablePosition() uint64
+}
+
+// Reader streams the transactions after a position; Next blocks until one
+// is durable.
+type Reader interface {
+	Next(ctx context.Context) (uint64, change.TxnSource, error)
+	Close() error
+}
+
+// Options configures an Applier.
+type Options struct {
+	// ConnConfig is the slave repository.
+	ConnConfig *pgx.ConnConfig
+	// BatchMaxBytes bounds the raw change bytes grouped into one slave
+	// transaction; BatchMaxDelay how long a group may stay open. Transactions
+	// are grouped only while more are already waiting in the spool, so
+	// grouping never delays a lone transaction.
+	BatchMaxBytes int
+	BatchMaxDelay time.Duration
+	Logger        *slog.Logger
+	// OnApplied is called after each commit with the applied position and
+	// the master commit time of the last transaction applied.
+	OnApplied func(pos uint64, commitTime time.Time)
+}
+
+// pipelineDepth is how many statements are sent in one round trip.
+const pipelineDepth = 512
+
+// sessionSetup makes replicated rows bypass the slave's triggers and
+// foreign keys, and pins the settings capture used, so that text values are
+// read, and compared, exactly as they were written.
+const sessionSetup = `SET session_replication_role = replica;
+SET search_path = pg_catalog, pg_temp;
+SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3;
+SET bytea_output = 'hex'; SET TimeZone = 'UTC'; SET standard_conforming_strings = on`
+
+// Applier replays the slave spool into the slave repository.
+type Applier struct {
+	opts    Options
+	log     Log
+	logger  *slog.Logger
+	applied atomic.Uint64
+}
+
+// New makes an applier; Run starts it.
+func New(opts Options, log Log) *Applier {
+	if opts.BatchMaxBytes <= 0 {
+		opts.BatchMaxBytes = 8 << 20
+	}
+	if opts.BatchMaxDelay <= 0 {
+		opts.BatchMaxDelay = 10 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.OnApplied == nil {
+		opts.OnApplied = func(uint64, time.Time) {}
+	}
+	return &Applier{opts: opts, log: log, logger: opts.Logger.With("stage", "apply")}
+}
+
+// Applied is the last position committed in the slave repository.
+func (a *Applier) Applied() uint64 { return a.applied.Load() }
+
+// ReadApplied reads the applied position stored in the slave repository.
+func ReadApplied(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (uint64, error) {
+	var pos int64
+	if err := q.QueryRow(ctx, `SELECT applied_position FROM schedsync.state WHERE id = 1`).Scan(&pos); err != nil {
+		return 0, fmt.Errorf("read schedsync.state (run schedsync install on the slave): %w", err)
+	}
+	return uint64(pos), nil
+}
+
+// Run applies until ctx is done (nil) or an error; the caller retries
+// database errors with backoff and shows ErrSchema errors to the operator.
+func (a *Applier) Run(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, a.opts.ConnConfig)
+	if err != nil {
+		return fmt.Errorf("connect to the slave repository: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sessionSetup); err != nil {
+		return fmt.Errorf("set up the apply session: %w", err)
+	}
+	applied, err := ReadApplied(ctx, conn)
+	if err != nil {
+		return err
+	}
+	a.applied.Store(applied)
+	s := &session{a: a, conn: conn, tables: tables{}}
+	for {
+		err := s.run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !isUniqueViolation(err) {
+			return err
+		}
+		// Replay onto rows that already hold later versions (after a
+		// restore) can collide on a unique constraint; apply the stuck
+		// group change by change, clearing the way.
+		a.logger.Info("unique conflict in grouped apply; applying change by change", "after", a.applied.Load(), "err", err)
+		if err := s.careful(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// session is one connection's apply state.
+type session struct {
+	a      *Applier
+	conn   *pgx.Conn
+	tables tables
+	// failedAt is the last position read by the group that failed.
+	failedAt uint64
+}
+
+// run applies groups until an error.
+func (s *session) run(ctx context.Context) error {
+	r, err := s.a.log.NewReader(s.a.applied.Load())
+	if err != nil {
+		return fmt.Errorf("read the spool after position %d: %w", s.a.applied.Load(), err)
+	}
+	defer r.Close()
+	for {
+		pos, src, err := r.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.group(ctx, r, pos, src); err != nil {
+			return err
+		}
+	}
+}
+
+// group applies the transaction at pos and those already waiting after it,
+// within the batch limits, in one slave transaction with the new applied
+// position.
+func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.TxnSource) error {
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL DEFERRED"); err != nil {
+		return err
+	}
+	p := &pipeline{tx: tx}
+	start, bytes := time.Now(), 0
+	var commitTime time.Time
+	for {
+		s.failedAt = pos
+		n, err := s.txn(ctx, p, src)
+		if err != nil {
+			return err
+		}
+		bytes += n
+		commitTime = src.Header().CommitTime
+		if bytes >= s.a.opts.BatchMaxBytes || time.Since(start) >= s.a.opts.BatchMaxDelay || s.a.log.DurablePosition() <= pos {
+			break
+		}
+		if pos, src, err = r.Next(ctx); err != nil {
+			return err
+		}
+	}
+	return s.commit(ctx, tx, p, pos, commitTime)
+}
+
+func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64, commitTime time.Time) error {
+	p.queue(stmt{sql: `UPDATE schedsync.state SET applied_position = $1, updated_at = now() WHERE id = 1`, args: []any{int64(pos)}})
+	if err := p.flush(ctx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit applied position %d: %w", pos, err)
+	}
+	s.a.applied.Store(pos)
+	s.a.opts.OnApplied(pos, commitTime)
+	return nil
+}
+
+// txn queues (and flushes as the pipeline fills) the statements of one
+// source transaction and returns its raw size.
+func (s *session) txn(ctx context.Context, p *pipeline, src change.TxnSource) (int, error) {
+	var truncs []string
+	flushTruncs := func() {
+		if len(truncs) > 0 {
+			p.queue(truncate(truncs))
+			truncs = nil
+		}
+	}
+	size := 0
+	for {
+		c, err := src.Next()
+		if err == io.EOF {
+			flushTruncs()
+			return size, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read the spool: %w", err)
+		}
+		size += c.Size()
+		stmts, err := s.statements(ctx, c, &truncs)
+		if err != nil {
+			return 0, err
+		}
+		if len(stmts) > 0 {
+			flushTruncs()
+		}
+		for _, st := range stmts {
+			p.queue(st)
+		}
+		if p.full() {
+			if err := p.flush(ctx); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// statements turns a change into statements; truncations are gathered in
+// truncs so that consecutive ones run as one TRUNCATE.
+func (s *session) statements(ctx context.Context, c *change.Change, truncs *[]string) ([]stmt, error) {
+	if c.Op == change.Sequence {
+		qname := c.QualifiedName()
+		var exists bool
+		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, qname).Scan(&exists); err != nil {
+			return nil, err
+		}
+		if !exists {
+			return nil, fmt.Errorf("%w: the slave has no sequence %s; create it like the master's", ErrSchema, qname)
+		}
+		return []stmt{setval(qname, c.New[0].Text)}, nil
+	}
+	t, err := s.tables.get(ctx, s.conn, c.Schema, c.Table)
+	if err != nil {
+		return nil, err
+	}
+	if c.Op == change.Truncate {
+		*truncs = append(*truncs, t.qname)
+		return nil, nil
+	}
+	stmts, err := t.statements(c)
+	if err != nil {
+		return nil, fmt.Errorf("%s on %s: %w", c.Op, t.qname, err)
+	}
+	return stmts, nil
+}
+
+// pipeline sends queued statements in one round trip.
+type pipeline struct {
+	tx    pgx.Tx
+	batch pgx.Batch
+}
+
+func (p *pipeline) queue(s stmt) { p.batch.Queue(s.sql, s.args...) }
+
+func (p *pipeline) full() bool { return p.batch.Len() >= pipelineDepth }
+
+func (p *pipeline) flush(ctx context.Context) error {
+	if p.batch.Len() == 0 {
+		return nil
+	}
+	queued := p.batch.QueuedQueries
+	res := p.tx.SendBatch(ctx, &p.batch)
+	var err error
+	for i := range queued {
+		if _, err = res.Exec(); err != nil {
+			err = fmt.Errorf("apply %s: %w", firstWords(queued[i].SQL), err)
+			break
+		}
+	}
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	p.batch = pgx.Batch{}
+	return err
+}
+
+func firstWords(sql string) string {
+	if len(sql) > 80 {
+		return sql[:80] + "…"
+	}
+	return sql
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}

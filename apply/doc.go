@@ -1,0 +1,26 @@
+// Package apply replays source transactions from the slave spool into the
+// slave repository, in position order, exactly once.
+//
+// It owns the apply session and schedsync.state's applied_position. The
+// position of the last transaction of a group is written in the same slave
+// transaction as the rows it covers, so after a crash of the service or of
+// the database apply resumes exactly there: nothing is applied twice,
+// nothing skipped. Consecutive source transactions may share one slave
+// transaction (grouping), which never exposes a state between two source
+// transactions' boundaries.
+//
+// Replay is idempotent on full row images: insert and update are upserts on
+// the key (an update that changed the key deletes the old key first),
+// delete is delete-if-present, TRUNCATE truncates. The session runs with
+// session_replication_role = replica so that the slave's own triggers and
+// foreign-key checks do not fire on replicated rows, and with the same
+// output settings capture pinned, so that text values compare exactly.
+//
+// When a group fails on a unique-constraint conflict between rows (which
+// happens when replaying onto a restored snapshot that already holds later
+// versions of rows), the group is rolled back and applied again change by
+// change under savepoints: a conflicting row, which by the argument in
+// DESIGN.md is rewritten later in the stream, is removed so the change can
+// land. Apply must never skip a change or drop a column the master sends:
+// a slave table without such a column stops apply with ErrSchema.
+package apply

@@ -1,0 +1,140 @@
+package apply
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/schedsync/schedsync/internal/change"
+)
+
+// stmt is one SQL statement and its arguments: text values cast to the
+// column types by the SQL, so every type goes through its input function.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+func args(vals []change.Value) []any {
+	out := make([]any, len(vals))
+	for i, v := range vals {
+		if !v.Null {
+			out[i] = v.Text
+		}
+	}
+	return out
+}
+
+// statements turns one row change into the statements that replay it.
+func (t *table) statements(c *change.Change) ([]stmt, error) {
+	if err := t.check(c); err != nil {
+		return nil, err
+	}
+	switch c.Op {
+	case change.Insert:
+		return []stmt{t.upsert(c.Columns, c.New)}, nil
+	case change.Update:
+		if len(t.pk) > 0 && !keyChanged(c) {
+			return []stmt{t.upsert(c.Columns, c.New)}, nil
+		}
+		return []stmt{t.delete(c.KeyColumns, c.OldKey), t.upsert(c.Columns, c.New)}, nil
+	case change.Delete:
+		return []stmt{t.delete(c.KeyColumns, c.OldKey)}, nil
+	}
+	return nil, fmt.Errorf("apply: %s is not a row change", c.Op)
+}
+
+// keyChanged reports whether an update moved the row to another key.
+func keyChanged(c *change.Change) bool {
+	for i, k := range c.KeyColumns {
+		for j, col := range c.Columns {
+			if col == k && c.New[j] != c.OldKey[i] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// upsert writes a full row image: INSERT ... ON CONFLICT (primary key) DO
+// UPDATE, or a plain INSERT on a table without a primary key.
+func (t *table) upsert(cols []string, vals []change.Value) stmt {
+	key := "I\x00" + strings.Join(cols, "\x00")
+	sql, ok := t.stmts[key]
+	if !ok {
+		casts := make([]string, len(cols))
+		for i, c := range cols {
+			casts[i] = t.cast(i+1, c)
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "INSERT INTO %s (%s)", t.qname, quoteList(cols))
+		if t.ident {
+			b.WriteString(" OVERRIDING SYSTEM VALUE")
+		}
+		fmt.Fprintf(&b, " VALUES (%s)", strings.Join(casts, ", "))
+		if len(t.pk) > 0 {
+			fmt.Fprintf(&b, " ON CONFLICT (%s) DO ", quoteList(t.pk))
+			var sets []string
+			inKey := map[string]bool{}
+			for _, k := range t.pk {
+				inKey[k] = true
+			}
+			for _, c := range cols {
+				if !inKey[c] {
+					q := change.QuoteIdent(c)
+					sets = append(sets, q+" = EXCLUDED."+q)
+				}
+			}
+			if len(sets) == 0 {
+				b.WriteString("NOTHING")
+			} else {
+				b.WriteString("UPDATE SET " + strings.Join(sets, ", "))
+			}
+		}
+		sql = b.String()
+		t.stmts[key] = sql
+	}
+	return stmt{sql: sql, args: args(vals)}
+}
+
+// delete removes the row with the given identity if it is there. By primary
+// key it is an equality match; by any other identity (full row, no primary
+// key) it compares the columns' text, which the pinned output settings make
+// exact for every type (json and point have no equality operator), and
+// removes one matching row only, as the master did.
+func (t *table) delete(cols []string, vals []change.Value) stmt {
+	byPK := len(t.pk) > 0 && t.isKey(cols)
+	key := fmt.Sprintf("D%v\x00%s", byPK, strings.Join(cols, "\x00"))
+	sql, ok := t.stmts[key]
+	if !ok {
+		conds := make([]string, len(cols))
+		for i, c := range cols {
+			if byPK {
+				conds[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.cast(i+1, c))
+			} else {
+				conds[i] = fmt.Sprintf("%s::text IS NOT DISTINCT FROM $%d::text", change.QuoteIdent(c), i+1)
+			}
+		}
+		where := strings.Join(conds, " AND ")
+		if byPK {
+			sql = fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, where)
+		} else {
+			sql = fmt.Sprintf("DELETE FROM %s WHERE ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", t.qname, t.qname, where)
+		}
+		t.stmts[key] = sql
+	}
+	return stmt{sql: sql, args: args(vals)}
+}
+
+// truncate truncates a set of tables in one statement, as the master's
+// TRUNCATE did (tables linked by foreign keys must go together).
+func truncate(qnames []string) stmt {
+	return stmt{sql: "TRUNCATE ONLY " + strings.Join(qnames, ", ")}
+}
+
+// setval moves a sequence forward to the master's value, never backwards.
+func setval(qname, value string) stmt {
+	return stmt{
+		sql:  fmt.Sprintf("SELECT setval('%s', greatest($1::text::bigint, last_value), true) FROM %s", strings.ReplaceAll(qname, "'", "''"), qname),
+		args: []any{value},
+	}
+}
