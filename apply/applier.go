@@ -96,7 +96,12 @@ func ReadApplied(ctx context.Context, q interface {
 
 // Run applies until ctx is done (nil) or an error; the caller retries
 // database errors with backoff and shows ErrSchema errors to the operator.
-func (a *Applier) Run(ctx context.Context) error {
+func (a *Applier) Run(ctx context.Context) (err error) {
+	defer func() {
+		if ctx.Err() != nil {
+			err = nil // stopped, not failed
+		}
+	}()
 	conn, err := pgx.ConnectConfig(ctx, a.opts.ConnConfig)
 	if err != nil {
 		return fmt.Errorf("connect to the slave repository: %w", err)
@@ -113,9 +118,6 @@ func (a *Applier) Run(ctx context.Context) error {
 	s := &session{a: a, conn: conn, tables: tables{}}
 	for {
 		err := s.run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
 		if !isUniqueViolation(err) {
 			return err
 		}

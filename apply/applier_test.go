@@ -70,17 +70,18 @@ func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 	r.capture()
 	rng := rand.New(rand.NewSource(3))
 	restarts := 0
+	slave := r.conn(r.slaveURL)
 	for a := r.applier(nil); ; a = r.applier(nil) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
-		time.Sleep(time.Duration(rng.Intn(3000)) * time.Microsecond)
+		time.Sleep(4*time.Millisecond + time.Duration(rng.Intn(16000))*time.Microsecond)
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("apply: %v", err)
 		}
 		restarts++
-		pos, err := ReadApplied(context.Background(), r.conn(r.slaveURL))
+		pos, err := ReadApplied(context.Background(), slave)
 		if err != nil {
 			t.Fatal(err)
 		}
