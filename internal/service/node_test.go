@@ -190,7 +190,9 @@ func readSpool(t *testing.T, sp *spool.Spool) []*change.Txn {
 // identical to the master's: nothing lost, nothing duplicated.
 func TestStreamingSurvivesConnectionFaults(t *testing.T) {
 	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
-	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
+	for _, url := range []string{masterURL, slaveURL} {
+		mustExec(t, url, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
+	}
 	install(t, masterURL, "master")
 	install(t, slaveURL, "slave")
 	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
@@ -241,7 +243,26 @@ func TestStreamingSurvivesConnectionFaults(t *testing.T) {
 			t.Fatalf("transaction %d differs", i)
 		}
 	}
+	waitFor(t, "the slave to apply everything", 60*time.Second, func() bool { return s.applied.Load() == m.sp.DurablePosition() })
+	if mf, sf := tableFingerprint(t, masterURL, "t"), tableFingerprint(t, slaveURL, "t"); mf != sf {
+		t.Fatalf("slave table differs from the master's: %s vs %s", sf, mf)
+	}
 	t.Logf("%d transactions identical after %d cuts and %d stalls", len(want), proxy.cuts.Load(), proxy.stalls.Load())
+}
+
+func tableFingerprint(t *testing.T, url, table string) string {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var fp string
+	err = c.QueryRow(context.Background(), `SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM `+table+` x`).Scan(&fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp
 }
 
 func TestSlaveRefusals(t *testing.T) {
@@ -282,7 +303,9 @@ func TestSlaveRefusals(t *testing.T) {
 // ErrNeedsResync, and the master stops keeping spool for it.
 func TestBacklogRefusal(t *testing.T) {
 	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
-	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
+	for _, url := range []string{masterURL, slaveURL} {
+		mustExec(t, url, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
+	}
 	install(t, masterURL, "master")
 	install(t, slaveURL, "slave")
 	mcfg := baseConfig(t, "master", masterURL)
@@ -333,6 +356,7 @@ func TestMasterRepositoryRestart(t *testing.T) {
 	}
 	slaveURL := pgtest.NewDB(t)
 	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY)`)
+	mustExec(t, slaveURL, `CREATE TABLE t (id int PRIMARY KEY)`)
 	install(t, masterURL, "master")
 	install(t, slaveURL, "slave")
 	m, _ := startMaster(t, baseConfig(t, "master", masterURL))

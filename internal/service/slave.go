@@ -38,6 +38,8 @@ type Slave struct {
 	sp       *spool.Spool
 	identity ship.Identity
 	applied  atomic.Uint64
+	// acks wakes the acknowledger: records were appended or applied.
+	acks chan struct{}
 
 	mu          sync.Mutex
 	state       string
@@ -46,6 +48,7 @@ type Slave struct {
 	masterLast  uint64
 	behindSince time.Time
 	startedAt   time.Time
+	applyErr    string // apply stopped on a schema mismatch
 }
 
 // NewSlave checks the configuration of a slave; Run starts it.
@@ -61,6 +64,7 @@ func NewSlave(cfg config.Config, log *slog.Logger) (*Slave, error) {
 	return &Slave{
 		cfg: cfg, log: log.With("role", "slave"), connCfg: connCfg, tlsConf: tlsConf,
 		addr: net.JoinHostPort(cfg.Master.Host, strconv.Itoa(cfg.Master.Port)), state: StateStarting,
+		acks: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -78,6 +82,16 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 	}
 	defer s.sp.Close()
 
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.applyLoop(gctx) })
+	g.Go(func() error { return s.connectLoop(gctx, ready) })
+	return g.Wait()
+}
+
+// connectLoop keeps a session with the master. Before the slave is ready a
+// refusal or an unreachable master (unless RunOptions.Wait allows waiting)
+// is returned; afterwards every loss is retried with backoff.
+func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 	deadline := time.Now().Add(RunOptionsFrom(ctx).Wait)
 	isReady := false
 	markReady := func() {
@@ -170,9 +184,8 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 	markReady()
 
 	g, gctx := errgroup.WithContext(ctx)
-	synced := make(chan struct{}, 1)
-	g.Go(func() error { return s.receive(gctx, conn, synced) })
-	g.Go(func() error { return s.syncAndAck(gctx, conn, synced) })
+	g.Go(func() error { return s.receive(gctx, conn) })
+	g.Go(func() error { return s.syncAndAck(gctx, conn) })
 	g.Go(func() error {
 		return conn.SendHeartbeats(gctx, func() ship.Heartbeat {
 			return ship.Heartbeat{Time: time.Now(), Position: s.sp.DurablePosition(), Applied: s.applied.Load()}
@@ -183,7 +196,7 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 
 // receive appends the records the master sends to the spool and wakes the
 // syncer. Records split across frames are joined first.
-func (s *Slave) receive(ctx context.Context, conn *ship.Conn, appended chan<- struct{}) error {
+func (s *Slave) receive(ctx context.Context, conn *ship.Conn) error {
 	var joined []byte
 	for {
 		msg, err := conn.Receive(ctx)
@@ -206,10 +219,7 @@ func (s *Slave) receive(ctx context.Context, conn *ship.Conn, appended chan<- st
 			if err := s.sp.AppendRecord(ctx, data); err != nil {
 				return fmt.Errorf("append record %d-%d to the spool: %w", v.First, v.Last, err)
 			}
-			select {
-			case appended <- struct{}{}:
-			default:
-			}
+			s.wakeAcks()
 		case ship.MasterStatus:
 			s.mu.Lock()
 			s.masterState, s.masterLast = v.State, max(s.masterLast, v.LastPosition)
@@ -224,15 +234,22 @@ func (s *Slave) receive(ctx context.Context, conn *ship.Conn, appended chan<- st
 	}
 }
 
-// syncAndAck makes appended records durable and acknowledges them. One
-// fsync covers every record appended since the last, so a backlog streams
-// at disk bandwidth rather than one fsync per record.
-func (s *Slave) syncAndAck(ctx context.Context, conn *ship.Conn, appended <-chan struct{}) error {
+func (s *Slave) wakeAcks() {
+	select {
+	case s.acks <- struct{}{}:
+	default:
+	}
+}
+
+// syncAndAck makes appended records durable and acknowledges them, with the
+// applied position. One fsync covers every record appended since the last,
+// so a backlog streams at disk bandwidth rather than one fsync per record.
+func (s *Slave) syncAndAck(ctx context.Context, conn *ship.Conn) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-appended:
+		case <-s.acks:
 		}
 		if err := s.sp.Sync(ctx); err != nil {
 			return fmt.Errorf("sync spool: %w", err)
@@ -259,14 +276,19 @@ func (s *Slave) Status() Status {
 	if st.State == StateStreaming && s.masterState == ship.StateMasterUnavailable {
 		st.State = StateMasterUnavailable
 	}
-	masterLast := s.masterLast
+	if s.applyErr != "" {
+		st.State, st.Error = StateApplyError, s.applyErr
+	}
 	applied := s.applied.Load()
 	st.Position = applied
-	if applied >= masterLast {
+	// Lag: how long the slave has been behind what the master had; 0 when
+	// it has applied everything the master captured.
+	if applied >= s.masterLast {
 		s.behindSince = time.Time{}
-	} else if s.behindSince.IsZero() {
-		s.behindSince = time.Now()
 	} else {
+		if s.behindSince.IsZero() {
+			s.behindSince = time.Now()
+		}
 		st.LagSeconds = time.Since(s.behindSince).Seconds()
 	}
 	s.mu.Unlock()
