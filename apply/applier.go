@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,10 @@ type Applier struct {
 	log     Log
 	logger  *slog.Logger
 	applied atomic.Uint64
+
+	holdMu sync.Mutex
+	holdAt uint64        // apply stops after this position while holdCh is open
+	holdCh chan struct{} // closed when the hold is released
 }
 
 // New makes an applier; Run starts it.
@@ -152,6 +157,9 @@ func (s *session) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := s.a.waitHold(ctx, pos); err != nil {
+			return err
+		}
 		if err := s.group(ctx, r, pos, src); err != nil {
 			return err
 		}
@@ -181,7 +189,8 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 		}
 		bytes += n
 		commitTime = src.Header().CommitTime
-		if bytes >= s.a.opts.BatchMaxBytes || time.Since(start) >= s.a.opts.BatchMaxDelay || s.a.log.DurablePosition() <= pos {
+		if bytes >= s.a.opts.BatchMaxBytes || time.Since(start) >= s.a.opts.BatchMaxDelay ||
+			s.a.log.DurablePosition() <= pos || s.a.heldAt(pos) {
 			break
 		}
 		if pos, src, err = r.Next(ctx); err != nil {

@@ -165,4 +165,3 @@ func TestLargeTransaction(t *testing.T) {
 	r.applyAll()
 	r.requireEqual()
 }
-

@@ -32,6 +32,7 @@ func (s spoolSink) Append(ctx context.Context, src change.TxnSource) (uint64, er
 	return s.sp.Append(ctx, src)
 }
 func (s spoolSink) Sync(ctx context.Context) error { return s.sp.Sync(ctx) }
+func (s spoolSink) LastPosition() uint64           { return s.sp.LastPosition() }
 func (s spoolSink) XIDsAfter(context.Context, uint64) ([]uint64, uint64, error) {
 	return nil, s.sp.DurablePosition(), nil
 }

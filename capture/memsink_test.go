@@ -76,6 +76,12 @@ func (m *memSink) XIDsAfter(ctx context.Context, pos uint64) ([]uint64, uint64, 
 	return xids, last, nil
 }
 
+func (m *memSink) LastPosition() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.next
+}
+
 func (m *memSink) all() []*change.Txn {
 	m.mu.Lock()
 	defer m.mu.Unlock()

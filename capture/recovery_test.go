@@ -28,7 +28,7 @@ func TestCrashAfterSyncBeforeDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := r.listBatch(ctx, tx)
+	batch, _, err := r.listBatch(ctx, tx, false)
 	if err != nil || len(batch) != 1 {
 		t.Fatalf("list: %v %v", batch, err)
 	}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +25,24 @@ type Sink interface {
 	// XIDsAfter lists the source XIDs of the durable transactions after
 	// position pos, and the last durable position.
 	XIDsAfter(ctx context.Context, pos uint64) (xids []uint64, last uint64, err error)
+	// LastPosition is the position of the last transaction appended.
+	LastPosition() uint64
+}
+
+// SnapshotFunc runs inside the snapshot of a capture poll that delivered
+// every transaction it could see: the snapshot holds exactly the
+// transactions at and before the position the request reports.
+type SnapshotFunc func(ctx context.Context, tx pgx.Tx) error
+
+type snapshotRequest struct {
+	fn   SnapshotFunc
+	done chan SnapshotResult
+}
+
+// SnapshotResult is what a snapshot request gets back.
+type SnapshotResult struct {
+	Position uint64
+	Err      error
 }
 
 // notifyChannel is the channel capture_statement() notifies.
@@ -59,6 +79,35 @@ type TriggerReader struct {
 	// pending is a batch durable in the sink whose audit rows are not yet
 	// deleted; it is confirmed before anything else is read.
 	pending *confirmation
+
+	snapMu sync.Mutex
+	snaps  []snapshotRequest
+}
+
+// RequestSnapshot asks the capture loop to run fn in the snapshot of its
+// next poll that drains the audit table (at most a poll interval away) and
+// to report the spool position that snapshot equals, once durable.
+func (r *TriggerReader) RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult {
+	done := make(chan SnapshotResult, 1)
+	r.snapMu.Lock()
+	r.snaps = append(r.snaps, snapshotRequest{fn: fn, done: done})
+	r.snapMu.Unlock()
+	return done
+}
+
+func (r *TriggerReader) takeSnapshots() []snapshotRequest {
+	r.snapMu.Lock()
+	defer r.snapMu.Unlock()
+	s := r.snaps
+	r.snaps = nil
+	return s
+}
+
+// failSnapshots answers waiting requests when the reader stops.
+func (r *TriggerReader) failSnapshots(err error) {
+	for _, s := range r.takeSnapshots() {
+		s.done <- SnapshotResult{Err: err}
+	}
 }
 
 type confirmation struct {
@@ -95,8 +144,15 @@ func (r *TriggerReader) Run(ctx context.Context) error {
 
 // Serve captures on a connected reader until ctx is done (nil) or the
 // database fails. It closes the connections when it returns.
-func (r *TriggerReader) Serve(ctx context.Context) error {
+func (r *TriggerReader) Serve(ctx context.Context) (err error) {
 	defer r.Close()
+	defer func() {
+		why := err
+		if why == nil {
+			why = ctx.Err()
+		}
+		r.failSnapshots(fmt.Errorf("capture stopped: %w", why))
+	}()
 	for {
 		n, err := r.Poll(ctx)
 		if err != nil {
@@ -201,9 +257,11 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 	}
 	var conf *confirmation
 	var seqs []change.Change
+	snaps := r.takeSnapshots()
+	var snapErr error
 	err := pgx.BeginTxFunc(ctx, r.conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
-			batch, err := r.listBatch(ctx, tx)
+			batch, complete, err := r.listBatch(ctx, tx, len(snaps) > 0)
 			if err != nil {
 				return err
 			}
@@ -218,17 +276,36 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 				conf.xids = append(conf.xids, t.xid)
 				conf.position = pos
 			}
-			seqs, err = r.sampleSequences(ctx, tx, len(batch) > 0)
+			if !complete {
+				r.requeue(snaps)
+				snaps = nil
+			}
+			// Before sampling: the sequences a snapshot reads are then at
+			// or behind what this poll ships.
+			for _, sn := range snaps {
+				if serr := sn.fn(ctx, tx); serr != nil && snapErr == nil {
+					snapErr = serr
+				}
+			}
+			seqs, err = r.sampleSequences(ctx, tx, len(batch) > 0 || len(snaps) > 0)
 			return err
 		})
-	if err != nil || (conf == nil && seqs == nil) {
+	if err != nil {
+		r.requeue(snaps)
 		return 0, err
 	}
+	if conf == nil && seqs == nil && len(snaps) == 0 {
+		return 0, nil
+	}
 	if err := r.sink.Sync(ctx); err != nil {
+		r.requeue(snaps)
 		return 0, fmt.Errorf("make captured transactions durable: %w", err)
 	}
 	if r.seqs != nil {
 		r.seqs.shipped(seqs)
+	}
+	for _, sn := range snaps {
+		sn.done <- SnapshotResult{Position: r.sink.LastPosition(), Err: snapErr}
 	}
 	if conf == nil {
 		return 0, nil
@@ -238,6 +315,16 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return len(conf.xids), nil
+}
+
+// requeue puts snapshot requests back for the next poll.
+func (r *TriggerReader) requeue(snaps []snapshotRequest) {
+	if len(snaps) == 0 {
+		return
+	}
+	r.snapMu.Lock()
+	r.snaps = append(snaps, r.snaps...)
+	r.snapMu.Unlock()
 }
 
 // sampleSequences appends the sequences that moved as a transaction of
@@ -260,23 +347,30 @@ func (r *TriggerReader) sampleSequences(ctx context.Context, tx pgx.Tx, delivere
 }
 
 // listBatch lists committed transactions in delivery order, lowest max(id)
-// first, up to the batch size (at least one transaction).
-func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx) ([]txnInfo, error) {
+// first, up to the batch size (at least one transaction), or all of them
+// when drain is set. complete says nothing visible was left out.
+func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx, drain bool) ([]txnInfo, bool, error) {
+	limit := int64(r.opts.BatchChanges)
+	if drain {
+		limit = math.MaxInt64
+	}
 	rows, err := tx.Query(ctx, `
 		SELECT txid::text, count(*), max(at), array_agg(DISTINCT relid)
-		FROM schedsync.audit GROUP BY txid ORDER BY max(id) LIMIT $1`, r.opts.BatchChanges)
+		FROM schedsync.audit GROUP BY txid ORDER BY max(id) LIMIT $1`, limit)
 	if err != nil {
-		return nil, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
+		return nil, false, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
 	}
 	var batch []txnInfo
 	var total int64
+	complete := true
 	for rows.Next() {
 		var t txnInfo
 		if err := rows.Scan(&t.xid, &t.changes, &t.last, &t.relids); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read schedsync.audit: %w", err)
+			return nil, false, fmt.Errorf("read schedsync.audit: %w", err)
 		}
-		if len(batch) > 0 && total+t.changes > int64(r.opts.BatchChanges) {
+		if len(batch) > 0 && total+t.changes > limit {
+			complete = false
 			break
 		}
 		total += t.changes
@@ -284,16 +378,19 @@ func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx) ([]txnInfo, er
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
+		return nil, false, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
+	}
+	if int64(len(batch)) >= limit {
+		complete = false
 	}
 	for _, t := range batch {
 		for _, id := range t.relids {
 			if err := r.ensureRelation(ctx, tx, id); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}
-	return batch, nil
+	return batch, complete, nil
 }
 
 func (r *TriggerReader) ensureRelation(ctx context.Context, tx pgx.Tx, relid uint32) error {

@@ -31,12 +31,15 @@ const (
 	typeHeartbeat    frameType = 17
 	typeAck          frameType = 18
 	typeMasterStatus frameType = 19
+	typeRequest      frameType = 20 // slave → master
+	typeReply        frameType = 21 // master → slave
 )
 
 var typeNames = map[frameType]string{
 	typeHello: "Hello", typeChallenge: "Challenge", typeProof: "Proof",
 	typeWelcome: "Welcome", typeError: "Error", typeRecords: "Records",
 	typeHeartbeat: "Heartbeat", typeAck: "Ack", typeMasterStatus: "MasterStatus",
+	typeRequest: "Request", typeReply: "Reply",
 }
 
 func (t frameType) String() string {

@@ -202,6 +202,10 @@ func decodeMessage(f frame) (Message, error) {
 		m, err = decodeMasterStatus(f.payload)
 	case typeError:
 		m, err = decodeError(f.payload)
+	case typeRequest:
+		m, err = decodeRequest(f.payload)
+	case typeReply:
+		m, err = decodeReply(f.payload)
 	default:
 		return nil, protocolf("unexpected %s after the handshake", f.typ)
 	}

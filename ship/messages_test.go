@@ -25,6 +25,16 @@ func sameMessage(a, b Message) bool {
 	if ok1 && ok2 {
 		return ra.First == rb.First && ra.Last == rb.Last && ra.More == rb.More && bytes.Equal(ra.Data, rb.Data)
 	}
+	qa, ok1 := a.(Request)
+	qb, ok2 := b.(Request)
+	if ok1 && ok2 {
+		return qa.ID == qb.ID && qa.Kind == qb.Kind && bytes.Equal(qa.Body, qb.Body)
+	}
+	pa, ok1 := a.(Reply)
+	pb, ok2 := b.(Reply)
+	if ok1 && ok2 {
+		return pa.ID == pb.ID && pa.Kind == pb.Kind && pa.Error == pb.Error && bytes.Equal(pa.Body, pb.Body)
+	}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -40,6 +50,10 @@ func sampleMessages() []Message {
 		MasterStatus{State: StateStreaming},
 		RefuseBacklog("node02", 2_000_000_000, 1<<30),
 		&RefusedError{Code: 999},
+		Request{ID: 7, Kind: "verify", Body: []byte(`{"x":1}`)},
+		Request{ID: 8, Kind: "verify"},
+		Reply{ID: 7, Kind: "verify", Body: []byte(`{"tables":[]}`)},
+		Reply{ID: 8, Kind: "verify", Error: "master repository unavailable"},
 	}
 }
 
@@ -68,6 +82,8 @@ func TestDecodeMessageRejects(t *testing.T) {
 		"error truncated message":  {typeError, []byte{0, 4, 0, 9, 'a'}},
 		"handshake frame":          {typeHello, nil},
 		"unknown type":             {99, nil},
+		"request bad kind":         encodeFrame(Request{ID: 1, Kind: "Bad Kind"}),
+		"reply truncated":          {typeReply, []byte{0, 0, 0}},
 	}
 	for name, f := range cases {
 		if _, err := decodeMessage(f); !errors.Is(err, ErrProtocol) {

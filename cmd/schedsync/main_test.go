@@ -43,6 +43,15 @@ func masterProps(t *testing.T) string {
 		"spool.dir=" + t.TempDir() + "\n"
 }
 
+func slaveProps(t *testing.T) string {
+	return "node.role=slave\n" +
+		"node.name=node02\n" +
+		"repository.url=postgres://sched@127.0.0.1:1/scheduler?connect_timeout=5\n" +
+		"master.host=127.0.0.1\n" +
+		"sync.token=test-token-123\n" +
+		"spool.dir=" + t.TempDir() + "\n"
+}
+
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
@@ -96,6 +105,20 @@ func TestVersionNeedsNoConfig(t *testing.T) {
 	}
 }
 
+// TestVerifyNeedsARunningSlave: verify is a slave command that goes through
+// the slave service.
+func TestVerifyNeedsARunningSlave(t *testing.T) {
+	cleanEnv(t)
+	master := writeFile(t, "master.properties", masterProps(t))
+	if code, _, errOut := cli(t, "--config", master, "verify"); code != exitUsage || !strings.Contains(errOut, "verify runs on a slave") {
+		t.Errorf("verify on a master: exit %d, %q", code, errOut)
+	}
+	slave := writeFile(t, "slave.properties", slaveProps(t))
+	if code, _, errOut := cli(t, "--config", slave, "verify"); code != exitFailure || !strings.Contains(errOut, "the slave service is not running") {
+		t.Errorf("verify without a service: exit %d, %q", code, errOut)
+	}
+}
+
 func TestUnimplementedCommandsExit1(t *testing.T) {
 	cleanEnv(t)
 	path := writeFile(t, "sync.properties", masterProps(t))
@@ -106,8 +129,7 @@ func TestUnimplementedCommandsExit1(t *testing.T) {
 		{[]string{"backup", "--out", "/tmp/x"}, "schedsync backup: not implemented yet (issue 6"},
 		{[]string{"restore", "--in", "/tmp/x"}, "schedsync restore: not implemented yet (issue 6"},
 		{[]string{"resync", "--force"}, "schedsync resync: not implemented yet (issue 6"},
-		{[]string{"verify"}, "schedsync verify: not implemented yet (issue 5"},
-		{[]string{"promote"}, "schedsync promote: not implemented yet (issue 7: failover)"},
+		{[]string{"promote"}, "schedsync promote: not implemented yet (a later issue: failover)"},
 	}
 	for _, tt := range tests {
 		args := append([]string{"--config", path}, tt.args...)

@@ -15,7 +15,7 @@ brings sequences up to date, makes this node a master (persistently) that
 serves slaves on sync.listen, and runs failover.promote_command.`,
 		Args: cobra.NoArgs,
 		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
-			return notImplemented("issue 7: failover")
+			return notImplemented("a later issue: failover")
 		}),
 	}
 }

@@ -32,6 +32,9 @@ func (s *spoolSink) Append(ctx context.Context, src change.TxnSource) (uint64, e
 	return pos, nil
 }
 
+// LastPosition is the last position given out.
+func (s *spoolSink) LastPosition() uint64 { return max(s.sp.LastPosition(), s.floor) }
+
 func (s *spoolSink) Sync(ctx context.Context) error {
 	err := s.sp.Sync(ctx)
 	s.fail(err)

@@ -39,7 +39,8 @@ type Master struct {
 	lastErr   string
 	identity  ship.Identity
 	sessions  map[string]*masterSession
-	changed   chan struct{} // closed and replaced when state changes
+	reader    *capture.TriggerReader // while capture is connected; verify uses it
+	changed   chan struct{}          // closed and replaced when state changes
 	startedAt time.Time
 	addr      string
 }
@@ -130,7 +131,13 @@ func (m *Master) captureLoop(ctx context.Context) error {
 			m.setState(StateStreaming, "")
 			backoff.reset()
 			m.log.Info("capturing from the master repository")
+			m.mu.Lock()
+			m.reader = r
+			m.mu.Unlock()
 			err = r.Serve(ctx)
+			m.mu.Lock()
+			m.reader = nil
+			m.mu.Unlock()
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -246,6 +246,12 @@ func (m *Master) receiveAcks(ctx context.Context, sess *masterSession) error {
 			received, applied = v.Received, v.Applied
 		case ship.Heartbeat:
 			received, applied = v.Position, v.Applied
+		case ship.Request:
+			if v.Kind != "verify" {
+				return fmt.Errorf("slave %s sent an unknown request %q", sess.name, v.Kind)
+			}
+			go m.answerVerify(ctx, sess, v)
+			continue
 		default:
 			return fmt.Errorf("slave %s sent an unexpected %T", sess.name, msg)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/schedsync/schedsync/apply"
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/ship"
 	"github.com/schedsync/schedsync/spool"
@@ -49,6 +50,11 @@ type Slave struct {
 	behindSince time.Time
 	startedAt   time.Time
 	applyErr    string // apply stopped on a schema mismatch
+
+	conn    *ship.Conn // the current session, for requests
+	applier *apply.Applier
+	nextReq uint64
+	replies map[uint64]chan ship.Reply
 }
 
 // NewSlave checks the configuration of a slave; Run starts it.
@@ -179,6 +185,14 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 	s.mu.Lock()
 	s.masterLast = w.LastPosition
 	s.mu.Unlock()
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+	}()
 	s.setState(StateStreaming, "")
 	s.log.Info("streaming from the master", "master", s.addr, "master_name", w.Name, "after", w.StartAfter)
 	markReady()
@@ -228,6 +242,8 @@ func (s *Slave) receive(ctx context.Context, conn *ship.Conn) error {
 			s.mu.Lock()
 			s.masterLast = max(s.masterLast, v.Position)
 			s.mu.Unlock()
+		case ship.Reply:
+			s.deliverReply(v)
 		default:
 			return fmt.Errorf("master sent an unexpected %T", msg)
 		}

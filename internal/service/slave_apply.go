@@ -20,6 +20,9 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 		Logger:        s.log,
 		OnApplied:     s.onApplied,
 	}, apply.SpoolLog(s.sp))
+	s.mu.Lock()
+	s.applier = a
+	s.mu.Unlock()
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
 		err := a.Run(ctx)

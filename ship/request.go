@@ -1,0 +1,61 @@
+package ship
+
+// Request asks the master for something beside the stream (a verify
+// checksum now, a backup later), slave → master. Body is the request's
+// arguments, JSON, defined by the caller.
+type Request struct {
+	ID   uint64
+	Kind string // lower case letters, digits and '_'
+	Body []byte
+}
+
+// Reply answers the Request with the same ID, master → slave. A non-empty
+// Error means the master could not do it; Body is the JSON result.
+type Reply struct {
+	ID    uint64
+	Kind  string
+	Error string
+	Body  []byte
+}
+
+func (Request) frameType() frameType { return typeRequest }
+
+func (m Request) encode(buf []byte) ([]byte, []byte) {
+	buf = appendU64(buf, m.ID)
+	return appendStr(buf, m.Kind), m.Body
+}
+
+func decodeRequest(p []byte) (Request, error) {
+	d := decoder{b: p}
+	m := Request{ID: d.u64("request id"), Kind: d.str("request kind", maxStateLen)}
+	m.Body = d.rest()
+	if err := d.done("request"); err != nil {
+		return Request{}, err
+	}
+	if !validState(m.Kind) {
+		return Request{}, protocolf("request: kind %q is not a name", m.Kind)
+	}
+	return m, nil
+}
+
+func (Reply) frameType() frameType { return typeReply }
+
+func (m Reply) encode(buf []byte) ([]byte, []byte) {
+	buf = appendU64(buf, m.ID)
+	buf = appendStr(buf, m.Kind)
+	return appendStr(buf, truncateText(m.Error)), m.Body
+}
+
+func decodeReply(p []byte) (Reply, error) {
+	d := decoder{b: p}
+	m := Reply{ID: d.u64("reply id"), Kind: d.str("reply kind", maxStateLen), Error: d.str("reply error", maxTextLen)}
+	m.Body = d.rest()
+	if err := d.done("reply"); err != nil {
+		return Reply{}, err
+	}
+	if !validState(m.Kind) {
+		return Reply{}, protocolf("reply: kind %q is not a name", m.Kind)
+	}
+	m.Error = cleanText(m.Error)
+	return m, nil
+}
