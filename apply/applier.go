@@ -88,6 +88,10 @@ func New(opts Options, log Log) *Applier {
 // Applied is the last position committed in the slave repository.
 func (a *Applier) Applied() uint64 { return a.applied.Load() }
 
+// ErrNeedsResync: the slave repository is marked as not consistent (an
+// interrupted restore); apply refuses to run on it.
+var ErrNeedsResync = errors.New("the slave repository is marked needs_resync (an interrupted restore); run schedsync resync")
+
 // ReadApplied reads the applied position stored in the slave repository.
 func ReadApplied(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
@@ -118,6 +122,13 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 	applied, err := ReadApplied(ctx, conn)
 	if err != nil {
 		return err
+	}
+	var marked bool
+	if err := conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state WHERE id = 1`).Scan(&marked); err != nil {
+		return fmt.Errorf("read schedsync.state (run schedsync install on the slave): %w", err)
+	}
+	if marked {
+		return ErrNeedsResync
 	}
 	a.applied.Store(applied)
 	s := &session{a: a, conn: conn, tables: tables{}}

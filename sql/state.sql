@@ -15,3 +15,8 @@ CREATE TABLE IF NOT EXISTS schedsync.state (
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO schedsync.state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+
+-- Set by restore before it loads data and cleared in the transaction that
+-- finishes the load: an interrupted restore leaves the slave marked, and
+-- apply refuses to run on it, so it is never taken for consistent.
+ALTER TABLE schedsync.state ADD COLUMN IF NOT EXISTS needs_resync boolean NOT NULL DEFAULT false;
