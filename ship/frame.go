@@ -33,13 +33,14 @@ const (
 	typeMasterStatus frameType = 19
 	typeRequest      frameType = 20 // slave → master
 	typeReply        frameType = 21 // master → slave
+	typeStream       frameType = 22 // master → slave
 )
 
 var typeNames = map[frameType]string{
 	typeHello: "Hello", typeChallenge: "Challenge", typeProof: "Proof",
 	typeWelcome: "Welcome", typeError: "Error", typeRecords: "Records",
 	typeHeartbeat: "Heartbeat", typeAck: "Ack", typeMasterStatus: "MasterStatus",
-	typeRequest: "Request", typeReply: "Reply",
+	typeRequest: "Request", typeReply: "Reply", typeStream: "Stream",
 }
 
 func (t frameType) String() string {

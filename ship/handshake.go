@@ -107,6 +107,7 @@ type ClientOptions struct {
 	Applied  uint64   // last position committed in the slave's repository
 	Received uint64   // last position durable in the slave's spool
 	MaxFrame int      // the largest frame this slave accepts; 0 means DefaultMaxFrame
+	Purpose  string   // PurposeStream or PurposeBackup
 	Timeout  time.Duration
 }
 
@@ -147,7 +148,7 @@ func (h *handshake) clientRun(opts ClientOptions) (Welcome, error) {
 	hello := Hello{
 		Version: ProtocolVersion, Name: opts.Name, Identity: opts.Identity,
 		Applied: opts.Applied, Received: opts.Received,
-		MaxFrame: clampMaxFrame(opts.MaxFrame), nonce: newNonce(),
+		MaxFrame: clampMaxFrame(opts.MaxFrame), Purpose: opts.Purpose, nonce: newNonce(),
 	}
 	if err := h.write(typeHello, hello.encode(nil)); err != nil {
 		return Welcome{}, err

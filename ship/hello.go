@@ -84,8 +84,18 @@ type Hello struct {
 	Applied  uint64   // last position committed in the slave's repository
 	Received uint64   // last position durable in the slave's spool
 	MaxFrame int      // the largest frame the slave accepts
-	nonce    nonce
+	// Purpose is what the connection is for: PurposeStream (the empty
+	// string) to stream changes, PurposeBackup to fetch a backup, which
+	// a slave refused for its backlog may still do.
+	Purpose string
+	nonce   nonce
 }
+
+// Connection purposes.
+const (
+	PurposeStream = ""
+	PurposeBackup = "backup"
+)
 
 func (h *Hello) encode(buf []byte) []byte {
 	buf = appendU16(buf, h.Version) // first, frozen: see leadingVersion
@@ -94,7 +104,8 @@ func (h *Hello) encode(buf []byte) []byte {
 	buf = appendIdentity(buf, h.Identity)
 	buf = appendU64(buf, h.Applied)
 	buf = appendU64(buf, h.Received)
-	return appendU32(buf, uint32(h.MaxFrame))
+	buf = appendU32(buf, uint32(h.MaxFrame))
+	return appendStr(buf, h.Purpose)
 }
 
 // leadingVersion reads only the version at the front of a Hello or a
@@ -118,6 +129,7 @@ func decodeHello(p []byte) (Hello, error) {
 	h.Applied = d.u64("hello applied")
 	h.Received = d.u64("hello received")
 	h.MaxFrame = int(d.u32("hello max frame"))
+	h.Purpose = d.str("hello purpose", maxStateLen)
 	if err := d.done("hello"); err != nil {
 		return Hello{}, err
 	}
@@ -126,6 +138,9 @@ func decodeHello(p []byte) (Hello, error) {
 	}
 	if err := checkMaxFrame("hello", h.MaxFrame); err != nil {
 		return Hello{}, err
+	}
+	if h.Purpose != PurposeStream && h.Purpose != PurposeBackup {
+		return Hello{}, protocolf("hello: unknown purpose %q", cleanText(h.Purpose))
 	}
 	return h, nil
 }

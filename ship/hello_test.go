@@ -183,3 +183,16 @@ func FuzzDecodeHello(f *testing.F) {
 		}
 	})
 }
+
+func TestHelloPurpose(t *testing.T) {
+	h := sampleHello()
+	h.Purpose = PurposeBackup
+	got, err := decodeHello(h.encode(nil))
+	if err != nil || got.Purpose != PurposeBackup {
+		t.Fatalf("backup purpose: %q %v", got.Purpose, err)
+	}
+	h.Purpose = "steal"
+	if _, err := decodeHello(h.encode(nil)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("unknown purpose accepted: %v", err)
+	}
+}

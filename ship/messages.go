@@ -206,6 +206,8 @@ func decodeMessage(f frame) (Message, error) {
 		m, err = decodeRequest(f.payload)
 	case typeReply:
 		m, err = decodeReply(f.payload)
+	case typeStream:
+		m, err = decodeStream(f.payload)
 	default:
 		return nil, protocolf("unexpected %s after the handshake", f.typ)
 	}

@@ -35,6 +35,11 @@ func sameMessage(a, b Message) bool {
 	if ok1 && ok2 {
 		return pa.ID == pb.ID && pa.Kind == pb.Kind && pa.Error == pb.Error && bytes.Equal(pa.Body, pb.Body)
 	}
+	sa, ok1 := a.(Stream)
+	sb, ok2 := b.(Stream)
+	if ok1 && ok2 {
+		return sa.ID == sb.ID && sa.End == sb.End && bytes.Equal(sa.Data, sb.Data)
+	}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -54,6 +59,8 @@ func sampleMessages() []Message {
 		Request{ID: 8, Kind: "verify"},
 		Reply{ID: 7, Kind: "verify", Body: []byte(`{"tables":[]}`)},
 		Reply{ID: 8, Kind: "verify", Error: "master repository unavailable"},
+		Stream{ID: 9, Data: []byte("backup bytes")},
+		Stream{ID: 9, End: true},
 	}
 }
 

@@ -59,3 +59,41 @@ func decodeReply(p []byte) (Reply, error) {
 	m.Error = cleanText(m.Error)
 	return m, nil
 }
+
+// Stream carries bulk data answering the Request with the same ID (a
+// backup file), master → slave, in order. End marks the last part; a
+// failure midway is sent as a Reply with an Error instead.
+type Stream struct {
+	ID   uint64
+	End  bool
+	Data []byte
+}
+
+// StreamOverhead is what a Stream frame's payload adds to its Data.
+const StreamOverhead = 9
+
+func (Stream) frameType() frameType { return typeStream }
+
+func (m Stream) encode(buf []byte) ([]byte, []byte) {
+	buf = appendU64(buf, m.ID)
+	var end byte
+	if m.End {
+		end = 1
+	}
+	return append(buf, end), m.Data
+}
+
+func decodeStream(p []byte) (Stream, error) {
+	d := decoder{b: p}
+	m := Stream{ID: d.u64("stream id")}
+	end := d.u8("stream end")
+	m.Data = d.rest()
+	if err := d.done("stream"); err != nil {
+		return Stream{}, err
+	}
+	if end > 1 {
+		return Stream{}, protocolf("stream: bad end flag %d", end)
+	}
+	m.End = end == 1
+	return m, nil
+}
