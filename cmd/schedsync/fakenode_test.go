@@ -36,7 +36,7 @@ func init() {
 	if mode == "" {
 		return
 	}
-	readyGrace = 0 // the tests give --wait as the whole budget
+	readyGrace = 0 // the tests give --wait as the whole budget (the default --wait is 0)
 	service.NewNode = func(cfg config.Config, _ *slog.Logger) (service.Node, error) {
 		return &fakeNode{mode: mode, cfg: cfg}, nil
 	}

@@ -139,7 +139,7 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 // startOK starts the service detached and returns its pid.
 func (n *testService) startOK(args ...string) int {
 	n.t.Helper()
-	code, out, errOut := n.run(append([]string{"start"}, args...)...)
+	code, out, errOut := n.run(append([]string{"start", "--wait", "20s"}, args...)...)
 	if code != exitOK {
 		n.t.Fatalf("start: exit %d\nstdout %s\nstderr %s\nlog:\n%s", code, out, errOut, n.log())
 	}
@@ -152,7 +152,7 @@ func (n *testService) startOK(args ...string) int {
 
 func TestStartStatusStop(t *testing.T) {
 	n := newTestService(t, fakeOK, "master")
-	code, out, errOut := n.run("start")
+	code, out, errOut := n.run("start", "--wait", "20s")
 	if code != exitOK {
 		t.Fatalf("start: exit %d, stderr %s, log:\n%s", code, errOut, n.log())
 	}
@@ -189,7 +189,7 @@ func TestStartStatusStop(t *testing.T) {
 		}
 	}
 
-	code, out, _ = n.run("start")
+	code, out, _ = n.run("start", "--wait", "20s")
 	if code != exitOK || out != "schedsync is already running (pid "+strconv.Itoa(pid)+")\n" {
 		t.Errorf("second start: exit %d, %q", code, out)
 	}
@@ -237,7 +237,7 @@ func TestStartAfterKill9(t *testing.T) {
 		t.Errorf("status after kill -9 = %+v, want the last known position, running=false, stopped", st)
 	}
 
-	code, out, errOut := n.run("start")
+	code, out, errOut := n.run("start", "--wait", "20s")
 	newPID, running := n.running()
 	want := "schedsync slave started (pid " + strconv.Itoa(newPID) + "), streaming from 127.0.0.1:7700\n"
 	if code != exitOK || !running || newPID == pid || out != want {
@@ -258,9 +258,9 @@ func TestStartFailures(t *testing.T) {
 	}{
 		{fakeFail, "master", []string{"--wait", "7s"}, exitFailure,
 			[]string{"schedsync start: fake node: cannot connect to repository database (wait=7s)"}, service.StateFailed},
-		{fakeResync, "slave", nil, exitNeedsResync,
+		{fakeResync, "slave", []string{"--wait", "20s"}, exitNeedsResync,
 			[]string{"schedsync start: slave node02 has 5000 bytes", "slave needs a re-sync"}, service.StateNeedsResync},
-		{fakeCrash, "master", nil, exitFailure,
+		{fakeCrash, "master", []string{"--wait", "20s"}, exitFailure,
 			[]string{"schedsync start: the service ended before it came up (exit status 2)", "panic: fake node crashed"}, ""},
 		{fakeSlow, "master", []string{"--wait", "300ms"}, exitFailure,
 			[]string{"schedsync start: the service did not come up within 300ms (--wait 300ms), so it was stopped"}, service.StateStopped},

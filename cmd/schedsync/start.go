@@ -55,7 +55,7 @@ error; 0 means it gives up at the first failure.`,
 	}
 	cmd.Flags().BoolVar(&opts.foreground, "foreground", false,
 		"run in the foreground, logging to log.file or stderr, until SIGTERM or SIGINT")
-	cmd.Flags().DurationVar(&opts.wait, "wait", time.Minute,
+	cmd.Flags().DurationVar(&opts.wait, "wait", 0,
 		"how long the service keeps retrying to come up, e.g. a slave reaching its master (0: no retry)")
 	return cmd
 }
