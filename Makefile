@@ -54,10 +54,13 @@ vet:
 fmt:
 	$(GO) fmt ./...
 
-# The demo program (internal/tools/demo) is still to be written; it will start
-# its own master and slave clusters with internal/pgtest and run the binary.
+# The demo (internal/tools/demo) starts its own master and slave clusters with
+# internal/pgtest and runs bin/schedsync through install, start, a Quartz
+# workload, status, verify and stop, printing every command. Flags go in
+# DEMOFLAGS, e.g. make demo DEMOFLAGS='-duration 30s -keep'.
+DEMOFLAGS ?=
 demo: deps build
-	$(GO) run ./internal/tools/demo
+	$(GO) run ./internal/tools/demo -bin $(BIN) $(DEMOFLAGS)
 
 clean:
 	rm -rf bin .demo

@@ -4,72 +4,25 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// testPool is a minimal DB for the tests: a fixed number of connections,
-// reopened when the server closed them. The tests cannot use pgxpool until
-// go.sum holds github.com/jackc/puddle/v2, which pgxpool imports.
-type testPool struct {
-	url   string
-	conns chan *pgx.Conn // nil entries: not connected yet, or closed
-}
-
-func newTestPool(t *testing.T, url string, size int) *testPool {
-	p := &testPool{url: url, conns: make(chan *pgx.Conn, size)}
-	for range size {
-		p.conns <- nil
-	}
-	t.Cleanup(func() {
-		for range size {
-			if c := <-p.conns; c != nil {
-				_ = c.Close(context.Background())
-			}
-		}
-	})
-	return p
-}
-
-func (p *testPool) Begin(ctx context.Context) (pgx.Tx, error) {
-	var c *pgx.Conn
-	select {
-	case c = <-p.conns:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if c == nil || c.IsClosed() {
-		var err error
-		if c, err = pgx.Connect(ctx, p.url); err != nil {
-			p.conns <- nil
-			return nil, err
-		}
-	}
-	tx, err := c.Begin(ctx)
+// newTestPool opens a pgxpool of size connections, closed at cleanup.
+func newTestPool(t *testing.T, url string, size int) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		p.conns <- c
-		return nil, err
+		t.Fatal(err)
 	}
-	return &pooledTx{Tx: tx, release: func() { p.conns <- c }}, nil
-}
-
-// pooledTx gives its connection back when the transaction ends.
-type pooledTx struct {
-	pgx.Tx
-	once    sync.Once
-	release func()
-}
-
-func (t *pooledTx) Commit(ctx context.Context) error {
-	defer t.once.Do(t.release)
-	return t.Tx.Commit(ctx)
-}
-
-func (t *pooledTx) Rollback(ctx context.Context) error {
-	defer t.once.Do(t.release)
-	return t.Tx.Rollback(ctx)
+	cfg.MaxConns = int32(size)
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
 }
 
 // testLogger sends the workload's log to the test's, shown on failure or
