@@ -49,7 +49,8 @@ type Slave struct {
 	masterLast  uint64
 	behindSince time.Time
 	startedAt   time.Time
-	applyErr    string // apply stopped on a schema mismatch
+	applyState  string // apply_error or repository_unavailable while apply is stopped
+	applyErr    string
 
 	conn    *ship.Conn // the current session, for requests
 	applier *apply.Applier
@@ -79,8 +80,17 @@ func NewSlave(cfg config.Config, log *slog.Logger) (*Slave, error) {
 // waiting) is returned; afterwards every loss is retried with backoff.
 func (s *Slave) Run(ctx context.Context, ready func()) error {
 	s.startedAt = time.Now()
-	if err := s.readRepository(ctx); err != nil {
-		return err
+	deadline := time.Now().Add(RunOptionsFrom(ctx).Wait)
+	for bo := newBackoff(200*time.Millisecond, 5*time.Second); ; {
+		err := s.readRepository(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			return err
+		}
+		s.setState(StateRepositoryUnavailable, err.Error())
+		bo.wait(ctx, s.log, "slave repository unavailable; retrying", err)
 	}
 	var err error
 	if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
@@ -107,6 +117,7 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 		}
 	}
 	bo := newBackoff(100*time.Millisecond, 10*time.Second)
+	resyncLaunched := false
 	for {
 		streamed, err := s.session(ctx, markReady)
 		if ctx.Err() != nil {
@@ -117,6 +128,14 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 		}
 		if errors.Is(err, ship.ErrNeedsResync) {
 			s.setState(StateNeedsResync, err.Error())
+			if s.cfg.Resync.Auto && !resyncLaunched {
+				resyncLaunched = true
+				if lerr := s.launchResync(RunOptionsFrom(ctx).ConfigPath); lerr != nil {
+					s.log.Error("resync.auto", "err", lerr)
+				} else {
+					err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
+				}
+			}
 			if !isReady {
 				return fmt.Errorf("%w: %w", ErrNeedsResync, err)
 			}
@@ -292,8 +311,8 @@ func (s *Slave) Status() Status {
 	if st.State == StateStreaming && s.masterState == ship.StateMasterUnavailable {
 		st.State = StateMasterUnavailable
 	}
-	if s.applyErr != "" {
-		st.State, st.Error = StateApplyError, s.applyErr
+	if s.applyState != "" {
+		st.State, st.Error = s.applyState, s.applyErr
 	}
 	applied := s.applied.Load()
 	st.Position = applied

@@ -3,6 +3,10 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/schedsync/schedsync/apply"
@@ -29,13 +33,13 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.mu.Lock()
-		if errors.Is(err, apply.ErrSchema) {
-			s.applyErr = err.Error()
+		state := StateRepositoryUnavailable
+		if errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrNeedsResync) {
+			state = StateApplyError
 			bo.cur = max(bo.cur, 10*time.Second)
-		} else {
-			s.applyErr = ""
 		}
+		s.mu.Lock()
+		s.applyState, s.applyErr = state, err.Error()
 		s.mu.Unlock()
 		bo.wait(ctx, s.log, "apply stopped; retrying", err)
 	}
@@ -46,7 +50,33 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 func (s *Slave) onApplied(pos uint64, _ time.Time) {
 	s.applied.Store(pos)
 	s.mu.Lock()
-	s.applyErr = ""
+	s.applyState, s.applyErr = "", ""
 	s.mu.Unlock()
 	s.wakeAcks()
+}
+
+// launchResync starts `schedsync --config PATH resync` in its own session
+// (resync.auto): it stops this service, re-seeds the slave from a backup
+// fetched from the master and starts the service again.
+func (s *Slave) launchResync(configPath string) error {
+	if configPath == "" {
+		return errors.New("resync.auto: the service does not know its config file; run schedsync resync")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(s.cfg.LogFilePath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "--config", configPath, "resync")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start schedsync resync: %w", err)
+	}
+	s.log.Warn("resync.auto: started schedsync resync", "pid", cmd.Process.Pid)
+	return cmd.Process.Release()
 }

@@ -15,7 +15,10 @@ const (
 	StateNeedsResync       = "needs_resync" // slave refused for its backlog
 	StateMasterUnavailable = "master_unavailable"
 	StateApplyError        = "apply_error" // slave: apply stopped on an error it cannot get past
-	StateFailed            = "failed"
+	// StateRepositoryUnavailable: a slave's own repository is unreachable;
+	// it keeps receiving and retries apply with backoff.
+	StateRepositoryUnavailable = "repository_unavailable"
+	StateFailed                = "failed"
 )
 
 // Status is what `status --json` prints. The fields named in DESIGN.md are
