@@ -34,9 +34,10 @@ func (a *app) runForeground(ctx context.Context, cfg *config.Config, opts startO
 	defer stopSignals()
 
 	err = service.RunService(ctx, *cfg, service.Options{
-		Log:   log,
-		Wait:  opts.wait,
-		Force: force,
+		Log:        log,
+		Wait:       opts.wait,
+		ConfigPath: a.configPath,
+		Force:      force,
 		Ready: func() {
 			pipe.ready()
 			sd.notify("READY=1")

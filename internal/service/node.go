@@ -54,6 +54,9 @@ type RunOptions struct {
 	// from `start --wait` (default 1m). It does not bound work that is not
 	// a retry, such as recovering the spool.
 	Wait time.Duration
+	// ConfigPath is the service's config file, for commands it runs on
+	// itself (resync.auto runs `schedsync --config ConfigPath resync`).
+	ConfigPath string
 }
 
 type runOptionsKey struct{}

@@ -36,6 +36,8 @@ type Options struct {
 	Ready func()
 	// Wait is passed to the node as RunOptions.Wait.
 	Wait time.Duration
+	// ConfigPath is passed to the node as RunOptions.ConfigPath.
+	ConfigPath string
 	// StopTimeout bounds a graceful stop once ctx is cancelled; after it,
 	// RunService returns ErrStopTimeout without waiting for the node.
 	StopTimeout time.Duration
@@ -137,7 +139,7 @@ func (s *supervisor) serve(ctx context.Context) error {
 	var readyOnce sync.Once
 	ready := func() { readyOnce.Do(func() { close(readyCh) }) }
 	done := make(chan error, 1)
-	nodeCtx, cancel := context.WithCancel(WithRunOptions(ctx, RunOptions{Wait: s.o.Wait}))
+	nodeCtx, cancel := context.WithCancel(WithRunOptions(ctx, RunOptions{Wait: s.o.Wait, ConfigPath: s.o.ConfigPath}))
 	defer cancel()
 	go func() { done <- s.node.Run(nodeCtx, ready) }()
 
