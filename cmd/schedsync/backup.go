@@ -1,8 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
 	"github.com/spf13/cobra"
 
+	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
 )
 
@@ -11,12 +21,129 @@ func (a *app) newBackupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
 		Short: "Master: write a consistent snapshot of the replicated tables and its position",
-		Args:  cobra.NoArgs,
+		Long: `backup writes every replicated table (those with the capture triggers) and
+the sequences of repository.schemas, from one consistent snapshot taken while
+the scheduler keeps running, into one compressed, checksummed file, with the
+capture position the snapshot is at or after. Restore it on a slave with
+schedsync restore --in FILE; the slave then streams from that position.
+
+The file is written to FILE.tmp, synced and renamed, so FILE is never a
+partial backup. --out - writes to standard output. A progress bar is shown
+on a terminal, a line every 2s otherwise (on standard error).`,
+		Args: cobra.NoArgs,
 		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
-			return notImplemented("issue 6: backup, restore, resync")
+			return a.runBackup(cmd.Context(), cfg, out)
 		}),
 	}
-	cmd.Flags().StringVar(&out, "out", "", "the backup file to write (required)")
+	cmd.Flags().StringVar(&out, "out", "", "the backup file to write, or - for standard output (required)")
 	_ = cmd.MarkFlagRequired("out") // cannot fail: the flag exists
 	return cmd
+}
+
+func (a *app) runBackup(ctx context.Context, cfg *config.Config, out string) error {
+	if cfg.Node.Role != config.RoleMaster {
+		return usageError(errors.New("backup runs on the master (node.role = master); on a slave, load a backup with schedsync restore"))
+	}
+	if cfg.Capture.Mode != config.CaptureTrigger {
+		return usageError(fmt.Errorf("backup needs capture.mode = trigger (%s is not built yet)", cfg.Capture.Mode))
+	}
+	conn, err := a.connectRepository(ctx, cfg, "backup")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+
+	dst, err := createOutput(out, a.stdout)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	cw := &countingWriter{w: dst.w}
+	m, err := backup.Write(ctx, conn, cw, backup.Options{
+		Schemas:  cfg.Repository.Schemas,
+		Progress: backup.NewProgress(a.stderr),
+		Logger:   cliLogger(a.stderr),
+	})
+	if err != nil {
+		dst.abort()
+		return fmt.Errorf("backup failed: %w", err)
+	}
+	if err := dst.commit(); err != nil {
+		return err
+	}
+	summary := a.stdout
+	if out == "-" {
+		summary = a.stderr // stdout carries the backup
+	}
+	fmt.Fprintf(summary, "backup written to %s: %s, %s file, in %s\n",
+		out, m.Summary(), backup.FormatBytes(cw.n), time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+// cliLogger shows a one-shot command's warnings on stderr, not its info.
+func cliLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// output is where a backup goes: FILE.tmp renamed to FILE once synced, or
+// standard output.
+type output struct {
+	w      io.Writer
+	commit func() error
+	abort  func()
+}
+
+func createOutput(path string, stdout io.Writer) (*output, error) {
+	if path == "-" {
+		return &output{w: stdout, commit: func() error { return nil }, abort: func() {}}, nil
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // the scheduler's data
+	if err != nil {
+		return nil, fmt.Errorf("create the backup file: %w", err)
+	}
+	o := &output{w: f}
+	o.abort = func() {
+		f.Close()
+		os.Remove(tmp)
+	}
+	o.commit = func() error {
+		err := f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err == nil {
+			err = syncDir(filepath.Dir(path))
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("write the backup file %s: %w", path, err)
+		}
+		return nil
+	}
+	return o, nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -105,6 +105,18 @@ func TestVersionNeedsNoConfig(t *testing.T) {
 	}
 }
 
+// TestRoleChecks: slave-only commands refuse to run on a master (exit 2).
+func TestRoleChecks(t *testing.T) {
+	cleanEnv(t)
+	master := writeFile(t, "master.properties", masterProps(t))
+	for _, args := range [][]string{{"restore", "--in", "/tmp/x"}, {"resync", "--force"}} {
+		code, _, errOut := cli(t, append([]string{"--config", master}, args...)...)
+		if code != exitUsage || !strings.Contains(errOut, "runs on a slave") {
+			t.Errorf("%v on a master: exit %d, %q", args, code, errOut)
+		}
+	}
+}
+
 // TestVerifyNeedsARunningSlave: verify is a slave command that goes through
 // the slave service.
 func TestVerifyNeedsARunningSlave(t *testing.T) {
@@ -126,9 +138,6 @@ func TestUnimplementedCommandsExit1(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"backup", "--out", "/tmp/x"}, "schedsync backup: not implemented yet (issue 6"},
-		{[]string{"restore", "--in", "/tmp/x"}, "schedsync restore: not implemented yet (issue 6"},
-		{[]string{"resync", "--force"}, "schedsync resync: not implemented yet (issue 6"},
 		{[]string{"promote"}, "schedsync promote: not implemented yet (a later issue: failover)"},
 	}
 	for _, tt := range tests {

@@ -1,9 +1,20 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
 	"github.com/spf13/cobra"
 
+	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/service"
 )
 
 func (a *app) newRestoreCmd() *cobra.Command {
@@ -11,12 +22,89 @@ func (a *app) newRestoreCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore --in FILE",
 		Short: "Slave: load a backup into the repository and set the applied position",
-		Args:  cobra.NoArgs,
+		Long: `restore loads a file written by schedsync backup into this slave's
+repository. The sync service must be stopped (schedsync stop).
+
+It first reads the whole file and checks every checksum, then checks that
+every table of the backup exists here with the same columns and types, and
+every sequence; until then nothing is changed. Then, in one transaction, it
+replaces the rows of the replicated tables, sets the sequences and sets the
+applied position to the backup's, so that the service, once started, streams
+from there. If restore is interrupted, the transaction rolls back and the
+slave stays marked needs_resync (apply refuses to run) until a restore
+completes. Afterwards the slave's spool (spool.dir/spool) and last status
+(spool.dir/status.json) are removed: they belong to the data replaced.`,
+		Args: cobra.NoArgs,
 		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
-			return notImplemented("issue 6: backup, restore, resync")
+			return a.runRestore(cmd.Context(), cfg, in)
 		}),
 	}
 	cmd.Flags().StringVar(&in, "in", "", "the backup file to load (required)")
 	_ = cmd.MarkFlagRequired("in") // cannot fail: the flag exists
 	return cmd
+}
+
+func (a *app) runRestore(ctx context.Context, cfg *config.Config, in string) error {
+	if cfg.Node.Role != config.RoleSlave {
+		return usageError(errors.New("restore runs on a slave (node.role = slave); on the master, write a backup with schedsync backup"))
+	}
+	if _, err := os.Stat(in); err != nil {
+		return fmt.Errorf("backup file: %w", err)
+	}
+	dir := cfg.Spool.Dir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create spool.dir: %w", err)
+	}
+	// Holding the service's pid lock keeps the service from starting
+	// while the slave is being replaced.
+	lock, err := service.AcquirePidFile(dir)
+	var running *service.AlreadyRunningError
+	if errors.As(err, &running) {
+		return fmt.Errorf("the slave service is running (pid %d): stop the slave service first (schedsync stop); resync does this for you", running.PID)
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+
+	conn, err := a.connectRepository(ctx, cfg, "restore")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	start := time.Now()
+	open := func() (io.ReadCloser, error) {
+		f, err := os.Open(in)
+		if err != nil {
+			return nil, fmt.Errorf("open the backup file: %w", err)
+		}
+		return f, nil
+	}
+	m, err := backup.Restore(ctx, conn, open, backup.RestoreOptions{
+		Progress: backup.NewProgress(a.stderr),
+		Logger:   cliLogger(a.stderr),
+	})
+	if err != nil {
+		return fmt.Errorf("restore failed: %w", err)
+	}
+	if err := clearSlaveSpool(dir); err != nil {
+		return fmt.Errorf("the backup is restored, but %w; remove it by hand before starting the service", err)
+	}
+	fmt.Fprintf(a.stdout, "restored %s: %s, in %s; start the slave service (schedsync start) to stream from position %d\n",
+		in, m.Summary(), time.Since(start).Round(10*time.Millisecond), m.Position)
+	return nil
+}
+
+// clearSlaveSpool removes the slave's spool and status file: the spool's
+// transactions and positions belong to the data the restore replaced, and
+// a status file saying needs_resync would make cron's resync run again.
+func clearSlaveSpool(dir string) error {
+	if err := os.RemoveAll(filepath.Join(dir, "spool")); err != nil {
+		return fmt.Errorf("could not remove the old spool: %w", err)
+	}
+	err := os.Remove(filepath.Join(dir, service.StatusFileName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("could not remove the old status file: %w", err)
+	}
+	return nil
 }

@@ -43,6 +43,7 @@ type nodeConfig struct {
 	listen           int // sync.listen port
 	masterPort       int // master.port
 	token            string
+	extra            []string // more key=value lines
 }
 
 // newNode writes the node's config in a new temporary directory and makes
@@ -67,6 +68,7 @@ func newNode(t *testing.T, bin string, c nodeConfig) *node {
 		"spool.dir=" + n.spool,
 		"log.level=info",
 	}
+	props = append(props, c.extra...)
 	if err := os.WriteFile(n.config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +258,7 @@ type slaveStatus struct {
 	Connected       bool   `json:"connected"`
 	AppliedPosition uint64 `json:"applied_position"`
 	BacklogBytes    int64  `json:"backlog_bytes"`
+	NeedsResync     bool   `json:"needs_resync"`
 }
 
 func (s status) String() string {

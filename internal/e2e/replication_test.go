@@ -95,6 +95,13 @@ func TestReplicationSurvivesCrashes(t *testing.T) {
 
 func newWorld(t *testing.T, ctx context.Context) *world {
 	t.Helper()
+	return newWorldWith(t, ctx, nil, nil)
+}
+
+// newWorldWith is newWorld with extra config lines for the master and the
+// slave.
+func newWorldWith(t *testing.T, ctx context.Context, masterExtra, slaveExtra []string) *world {
+	t.Helper()
 	bin := schedsyncBinary(t)
 	w := &world{}
 	w.masterDB, w.slaveDB = startClusters(t, ctx)
@@ -104,9 +111,9 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	_, _ = rand.Read(token)
 	syncPort := freePort(t)
 	w.master = newNode(t, bin, nodeConfig{role: "master", name: "e2e-master", repo: masterURL,
-		listen: syncPort, masterPort: syncPort, token: hex.EncodeToString(token)})
+		listen: syncPort, masterPort: syncPort, token: hex.EncodeToString(token), extra: masterExtra})
 	w.slave = newNode(t, bin, nodeConfig{role: "slave", name: "e2e-slave", repo: slaveURL,
-		listen: freePort(t), masterPort: syncPort, token: hex.EncodeToString(token)})
+		listen: freePort(t), masterPort: syncPort, token: hex.EncodeToString(token), extra: slaveExtra})
 	// Registered after the nodes and clusters, so it runs before they are
 	// killed and removed.
 	t.Cleanup(func() {

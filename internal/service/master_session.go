@@ -80,6 +80,10 @@ func (m *Master) serveSlave(ctx context.Context, nc net.Conn) {
 		m.log.Info("slave refused or handshake failed", "addr", addr, "err", err)
 		return
 	}
+	if hello.Purpose == ship.PurposeBackup {
+		m.serveBackup(ctx, nc, hello)
+		return
+	}
 	log := m.log.With("slave", hello.Name, "addr", addr)
 	log.Info("slave connected", "applied", hello.Applied, "received", hello.Received)
 	sess.conn = ship.NewConn(nc, ship.ConnOptions{
@@ -107,6 +111,12 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 	}
 	if h.Identity.SameDatabase(id) {
 		return nil, ship.Welcome{}, ship.RefuseSameRepository(id)
+	}
+	if h.Purpose == ship.PurposeBackup {
+		// A backup is for re-seeding: no backlog or duplicate check, no
+		// streaming session.
+		return nil, ship.Welcome{Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
+			Heartbeat: m.cfg.Sync.Heartbeat}, nil
 	}
 	if busy {
 		return nil, ship.Welcome{}, ship.RefuseDuplicateName(h.Name)

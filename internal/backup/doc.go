@@ -1,0 +1,101 @@
+// Package backup writes and restores backups of the replicated tables: a
+// consistent snapshot of every table that carries the capture trigger and
+// of the sequences, together with a spool position, in one compressed,
+// checksummed file. `schedsync backup` and `schedsync restore` use it, and
+// resync builds on it.
+//
+// It owns the file format and the load into the slave. It must never leave
+// a half-loaded slave that looks consistent (the load is one transaction,
+// and schedsync.state.needs_resync is set while it runs), never change the
+// slave before the whole file is verified and its schema checked, and never
+// trust a length read from a file before checking it against a limit.
+//
+// # The position, and why streaming from it converges
+//
+// Write runs in one REPEATABLE READ, READ ONLY transaction and reads
+// P = schedsync.capture_state.position inside that same snapshot, with the
+// tables and the sequences. In trigger mode P is the spool position of the
+// last batch whose audit rows were deleted; the capture reader updates it
+// in the master transaction that deletes them.
+//
+//   - Every transaction at a position ≤ P is visible in the snapshot. It
+//     was delivered by a capture poll whose snapshot saw it committed, and
+//     its audit rows were deleted by the transaction C that set P (or by an
+//     earlier one, which committed before C). C began after that poll, so
+//     after the transaction committed; the snapshot sees C, so it sees
+//     every transaction that committed before C.
+//   - A transaction not visible in the snapshot gets a position > P: it is
+//     still in the audit table, or it was captured in a batch whose
+//     deletion committed after the snapshot was taken, and positions grow.
+//   - Some transactions visible in the snapshot may also be at positions
+//     > P (captured, not yet confirmed when the snapshot was taken). The
+//     restored rows are then newer than P; apply replays positions > P as
+//     idempotent upserts of full row images and deletes-if-present, so
+//     every such row is rewritten to its final state, and a transient
+//     unique conflict between a replayed row and a newer restored one is
+//     cleared by apply (apply/careful.go).
+//   - Sequences are not transactional: values read in the snapshot are
+//     current values, at or above anything a visible transaction drew.
+//     Restore sets exactly those values; apply's setval never moves a
+//     sequence backwards.
+//
+// So restoring the backup and applying the spool after P gives the
+// master's state. A TRUNCATE that commits between the snapshot and the
+// COPY of its table is not MVCC-safe and empties the table in the backup;
+// the TRUNCATE itself is at a position > P, so replay converges all the
+// same. The tables are locked in ACCESS SHARE mode once listed, so DDL
+// waits for the backup rather than break it. Logical capture mode, when it
+// exists, will need the slot's confirmed position read the same way
+// instead of capture_state.
+//
+// # File format (version 1)
+//
+// All integers are big-endian. CRC32C is Castagnoli.
+//
+//	file   = header frame* final EOF
+//	header = "SSYNCBAK" version:u32 crc32c(magic, version):u32      (16 bytes)
+//	frame  = type:u8 flags:u8(0) payload_len:u32 raw_len:u32
+//	         payload_crc32c:u32 header_crc32c(the 14 bytes before):u32 payload
+//
+// Frame types, in the order they appear:
+//
+//   - 'B' table begin: JSON {schema, name, columns: [{name, type}], format},
+//     type as format_type prints it with search_path = pg_catalog;
+//     format "binary", or "text" for a table with a column whose binary
+//     form holds OIDs (reg* types, arrays or composites of user-defined
+//     types), which differ between databases.
+//   - 'D' data: one zstd frame of at most 1 MiB of the table's raw
+//     `COPY (columns) TO STDOUT (FORMAT binary|text)` stream; raw_len is
+//     its decompressed size (at most 4 MiB accepted). Each chunk is
+//     compressed on its own, so they are compressed and decompressed in
+//     parallel.
+//   - 'E' table end: JSON {rows, raw_bytes, sha256} of the raw stream.
+//   - 'M' manifest: JSON Manifest: format version, source (system
+//     identifier, database, server version, encoding), capture mode,
+//     position, snapshot time, every table with its columns, format, rows,
+//     bytes and SHA-256, the sequences (last_value, is_called), totals.
+//     It comes last because only then are counts and checksums known; the
+//     file is written as a stream, with flat memory, to a file or a pipe.
+//   - 'Z' end marker, empty. Nothing may follow it.
+//
+// Each table is begin, data*, end, in manifest order. Readers check the
+// header CRC before they trust a length, bound every length (JSON frames
+// 64 MiB), check every payload CRC, decompress with a bounded output,
+// recount the rows by following the COPY structure, recompute every
+// SHA-256, compare the manifest with the frames, and require the end
+// marker and then the end of the file: a truncated file is an error naming
+// the byte offset where it ends.
+//
+// # Restore
+//
+// Restore verifies the whole file first (pass 1), checks that every table
+// exists on the slave with every column of the same type and that every
+// sequence exists, then sets needs_resync (committed), and loads in one
+// transaction with session_replication_role = replica: one TRUNCATE of all
+// the tables, COPY FROM (with FREEZE, allowed since the tables were
+// truncated in the same transaction) while checking the file again (pass
+// 2), setval of every sequence to the backup's value, applied_position =
+// P and needs_resync = false, COMMIT. Killed midway, the transaction rolls
+// back and needs_resync stays set, so apply refuses to run until a restore
+// completes.
+package backup

@@ -1,0 +1,131 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// childEnv makes the test binary a restore process (see TestMain) that
+// loads the file in childEnv_FILE into the database at the URL in
+// childEnv, slowly, so that the parent can kill it in the middle.
+const (
+	childEnv     = "SCHEDSYNC_BACKUP_TEST_CHILD"
+	childAppName = "schedsync-test-restore-child"
+)
+
+func childRestore() int {
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(os.Getenv(childEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	cfg.RuntimeParams["application_name"] = childAppName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if _, err := Restore(ctx, conn, openFile(os.Getenv(childEnv+"_FILE")), RestoreOptions{Progress: &slowLoad{}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// slowLoad stretches the load phase: 100 ms per chunk of 1 MiB.
+type slowLoad struct{ phase string }
+
+func (s *slowLoad) Begin(phase string, _ Totals) { s.phase = phase }
+func (s *slowLoad) End()                         {}
+func (s *slowLoad) Add(int64, int64) {
+	if s.phase == "load" {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRestoreKilledMidCopy kills a restore (kill -9) while it copies a
+// big table: the load rolls back, needs_resync stays set so apply refuses
+// to run, the data is what it was, and a second restore completes.
+func TestRestoreKilledMidCopy(t *testing.T) {
+	big := `CREATE TABLE big (id int PRIMARY KEY, pad text);`
+	r := newRig(t, schedDDL+big+schedData+`INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 200000) g`,
+		schedDDL+big+`INSERT INTO counters VALUES ('junk', 1); INSERT INTO big VALUES (-1, 'old')`)
+	r.exec(r.masterURL, `UPDATE counters SET v = 1`)
+	r.capture()
+	path, m := r.backupFile(Options{})
+	if m.Position == 0 {
+		t.Fatal("the backup is at position 0; want a captured change before it")
+	}
+	before, beforeSeqs := contents(t, r.slaveURL)
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+r.slaveURL, childEnv+"_FILE="+path)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	watch := r.conn(r.slaveURL)
+	ctx := context.Background()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		var copied int64
+		err := watch.QueryRow(ctx, `SELECT coalesce(max(p.tuples_processed), 0) FROM pg_stat_progress_copy p
+			JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1 AND p.relid = 'public.big'::regclass`, childAppName).Scan(&copied)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if copied > 0 {
+			t.Logf("killing the restore after %d rows of big", copied)
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("the restore ended before it could be killed: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restore never started copying big")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, childAppName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the killed restore's session is still there")
+		}
+	}
+
+	requireState(t, r.slaveURL, 0, true)
+	delete(before, "schedsync.state")
+	after, afterSeqs := contents(t, r.slaveURL)
+	delete(after, "schedsync.state")
+	if fmt.Sprint(after) != fmt.Sprint(before) || fmt.Sprint(afterSeqs) != fmt.Sprint(beforeSeqs) {
+		t.Errorf("the killed restore changed the slave:\nbefore %v %v\nafter  %v %v", before, beforeSeqs, after, afterSeqs)
+	}
+
+	if _, err := Restore(ctx, r.conn(r.slaveURL), openFile(path), RestoreOptions{}); err != nil {
+		t.Fatalf("second restore: %v", err)
+	}
+	requireState(t, r.slaveURL, m.Position, false)
+	r.requireConverged() // nothing changed on the master since the backup
+}

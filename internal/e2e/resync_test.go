@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/schedsync/schedsync/internal/quartz"
+)
+
+// TestResync is issue 6's cron path, with real processes: a slave that was
+// never seeded is seeded by resync over the sync port while the master
+// already holds data; a second resync has nothing to do; a slave that
+// stayed away past spool.max_backlog is refused (start exits 3), and resync
+// brings it back, streaming and exactly equal.
+func TestResync(t *testing.T) {
+	requirePostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
+	defer cancel()
+	// spool.max_backlog well above one spool record (a backlog is counted
+	// in whole records), and a bulk write below to exceed it.
+	w := newWorldWith(t, ctx, []string{"spool.max_backlog=1MiB"}, nil)
+	w.install(t)
+	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
+		t.Fatalf("seed the quartz tables: %v", err)
+	}
+	w.master.start(t)
+
+	resync := func(t *testing.T, want string) {
+		t.Helper()
+		out := w.slave.mustRun(t, 3*time.Minute, "resync")
+		if !strings.Contains(out, want) {
+			t.Fatalf("resync said:\n%s\nwant %q", out, want)
+		}
+		t.Logf("resync: %s", strings.TrimSpace(out))
+	}
+	t.Run("seed a new slave", func(t *testing.T) { resync(t, "the slave has never been seeded") })
+	w.slave.waitStreaming(t, 30*time.Second)
+	t.Run("nothing needed", func(t *testing.T) { resync(t, "no re-sync needed") })
+
+	l := startLoad(w.pool)
+	time.Sleep(2 * time.Second)
+	w.slave.stop(t)
+	time.Sleep(2 * time.Second)
+	// Random text compresses badly: about 4 MB in the spool, far past 1 MiB.
+	if _, err := w.pool.Exec(ctx, `INSERT INTO job_history (fired_at, payload)
+		SELECT g, jsonb_build_object('trace', (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 8 + 0 * g)))
+		FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	l.stop()
+	l.report(t)
+	waitFor(t, "the master to capture the bulk write", 60*time.Second, func() (bool, string) {
+		st, err := w.master.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		sl, _ := st.slave(w.slave.name)
+		return sl.NeedsResync || sl.BacklogBytes > 1<<20, st.String()
+	})
+	t.Run("refused for its backlog", func(t *testing.T) {
+		r, err := w.slave.run(startTimeout, "start", "--wait", "10s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != 3 || !strings.Contains(r.output(), "run backup and restore (schedsync resync)") {
+			t.Fatalf("start of a slave past its backlog: exit %d\n%s", r.code, r.output())
+		}
+	})
+	t.Run("resync after refusal", func(t *testing.T) { resync(t, "the master refused this slave for its backlog") })
+	w.slave.waitStreaming(t, 30*time.Second)
+
+	l = startLoad(w.pool) // the re-seeded slave streams under load
+	time.Sleep(3 * time.Second)
+	l.stop()
+	if !t.Run("catch up", w.waitCaughtUp) {
+		return
+	}
+	t.Run("tables equal", func(t *testing.T) { w.checkEqual(t, ctx) })
+	t.Run("stop", w.stopServices)
+}
