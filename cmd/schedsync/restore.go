@@ -51,28 +51,40 @@ func (a *app) runRestore(ctx context.Context, cfg *config.Config, in string) err
 	if _, err := os.Stat(in); err != nil {
 		return fmt.Errorf("backup file: %w", err)
 	}
+	start := time.Now()
+	m, err := a.restoreFrom(ctx, cfg, in)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "restored %s: %s, in %s; start the slave service (schedsync start) to stream from position %d\n",
+		in, m.Summary(), time.Since(start).Round(10*time.Millisecond), m.Position)
+	return nil
+}
+
+// restoreFrom loads the backup file in into the slave repository while
+// holding the service's pid lock (so the service cannot start meanwhile),
+// then drops the old spool and status and records that the slave has been
+// seeded. restore and resync both use it.
+func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (backup.Manifest, error) {
 	dir := cfg.Spool.Dir
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create spool.dir: %w", err)
+		return backup.Manifest{}, fmt.Errorf("create spool.dir: %w", err)
 	}
-	// Holding the service's pid lock keeps the service from starting
-	// while the slave is being replaced.
 	lock, err := service.AcquirePidFile(dir)
 	var running *service.AlreadyRunningError
 	if errors.As(err, &running) {
-		return fmt.Errorf("the slave service is running (pid %d): stop the slave service first (schedsync stop); resync does this for you", running.PID)
+		return backup.Manifest{}, fmt.Errorf("the slave service is running (pid %d): stop the slave service first (schedsync stop); resync does this for you", running.PID)
 	}
 	if err != nil {
-		return err
+		return backup.Manifest{}, err
 	}
 	defer lock.Release()
 
 	conn, err := a.connectRepository(ctx, cfg, "restore")
 	if err != nil {
-		return err
+		return backup.Manifest{}, err
 	}
 	defer conn.Close(context.Background())
-	start := time.Now()
 	open := func() (io.ReadCloser, error) {
 		f, err := os.Open(in)
 		if err != nil {
@@ -85,14 +97,16 @@ func (a *app) runRestore(ctx context.Context, cfg *config.Config, in string) err
 		Logger:   cliLogger(a.stderr),
 	})
 	if err != nil {
-		return fmt.Errorf("restore failed: %w", err)
+		return m, fmt.Errorf("restore failed: %w", err)
 	}
 	if err := clearSlaveSpool(dir); err != nil {
-		return fmt.Errorf("the backup is restored, but %w; remove it by hand before starting the service", err)
+		return m, fmt.Errorf("the backup is restored, but %w; remove it by hand before starting the service", err)
 	}
-	fmt.Fprintf(a.stdout, "restored %s: %s, in %s; start the slave service (schedsync start) to stream from position %d\n",
-		in, m.Summary(), time.Since(start).Round(10*time.Millisecond), m.Position)
-	return nil
+	// Tells resync the slave was seeded even when the backup's position is
+	// 0 (a master that had captured nothing yet).
+	_, err = conn.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ('seeded', now()::text)
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`)
+	return m, err
 }
 
 // clearSlaveSpool removes the slave's spool and status file: the spool's

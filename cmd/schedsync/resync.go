@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/internal/backup"
@@ -129,28 +128,8 @@ func (a *app) fetchAndRestore(ctx context.Context, cfg *config.Config) (backup.M
 	if err != nil {
 		return backup.Manifest{}, size, fmt.Errorf("fetch the backup: %w", err)
 	}
-	conn, err := a.connectRepository(ctx, cfg, "resync")
-	if err != nil {
-		return backup.Manifest{}, size, err
-	}
-	defer conn.Close(context.Background())
-	m, err := backup.Restore(ctx, conn, func() (io.ReadCloser, error) { return os.Open(path) },
-		backup.RestoreOptions{Progress: backup.NewProgress(a.stderr)})
-	if err != nil {
-		return m, size, fmt.Errorf("restore: %w", err)
-	}
-	return m, size, afterRestore(ctx, conn, cfg)
-}
-
-// afterRestore drops the slave spool, whose positions belonged to the data
-// before the restore, and records that the slave has been seeded.
-func afterRestore(ctx context.Context, conn *pgx.Conn, cfg *config.Config) error {
-	if err := os.RemoveAll(filepath.Join(cfg.Spool.Dir, "spool")); err != nil {
-		return fmt.Errorf("remove the old slave spool: %w", err)
-	}
-	_, err := conn.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ('seeded', now()::text)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`)
-	return err
+	m, err := a.restoreFrom(ctx, cfg, path)
+	return m, size, err
 }
 
 // spaceChecker stops a download when free space in dir runs low.
