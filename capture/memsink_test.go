@@ -62,13 +62,13 @@ func (m *memSink) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (m *memSink) XIDsAfter(ctx context.Context, pos uint64) ([]uint64, uint64, error) {
+func (m *memSink) XIDsAfter(ctx context.Context, pos uint64, keep func(uint64) bool) ([]uint64, uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var xids []uint64
 	var last uint64
 	for i := 0; i < m.durable; i++ {
-		if m.pos[i] > pos {
+		if m.pos[i] > pos && keep(m.txns[i].XID) {
 			xids = append(xids, m.txns[i].XID)
 		}
 		last = m.pos[i]

@@ -22,9 +22,10 @@ type Sink interface {
 	Append(ctx context.Context, src change.TxnSource) (uint64, error)
 	// Sync returns once everything appended is durable.
 	Sync(ctx context.Context) error
-	// XIDsAfter lists the source XIDs of the durable transactions after
-	// position pos, and the last durable position.
-	XIDsAfter(ctx context.Context, pos uint64) (xids []uint64, last uint64, err error)
+	// XIDsAfter lists the source XIDs for which keep is true among the
+	// durable transactions after position pos, and the last durable
+	// position.
+	XIDsAfter(ctx context.Context, pos uint64, keep func(xid uint64) bool) (xids []uint64, last uint64, err error)
 	// LastPosition is the position of the last transaction appended.
 	LastPosition() uint64
 }
@@ -211,7 +212,29 @@ func (r *TriggerReader) recover(ctx context.Context) error {
 	if err := r.conn.QueryRow(ctx, `SELECT position FROM schedsync.capture_state WHERE id = 1`).Scan(&pos); err != nil {
 		return fmt.Errorf("read schedsync.capture_state (run schedsync install on the master): %w", err)
 	}
-	xids, last, err := r.sink.XIDsAfter(ctx, uint64(pos))
+	// Only transactions that still have audit rows matter, so memory is
+	// bounded by the audit table, not by the spool after pos (which is
+	// large when capture_state was reset by a reinstall).
+	rows, err := r.conn.Query(ctx, `SELECT DISTINCT txid::text FROM schedsync.audit`)
+	if err != nil {
+		return fmt.Errorf("list transactions in schedsync.audit: %w", err)
+	}
+	pendingTxids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list transactions in schedsync.audit: %w", err)
+	}
+	if len(pendingTxids) == 0 {
+		return nil
+	}
+	inAudit := make(map[uint64]bool, len(pendingTxids))
+	for _, t := range pendingTxids {
+		x, err := strconv.ParseUint(t, 10, 64)
+		if err != nil {
+			return fmt.Errorf("parse audit txid %q: %w", t, err)
+		}
+		inAudit[x] = true
+	}
+	xids, last, err := r.sink.XIDsAfter(ctx, uint64(pos), func(x uint64) bool { return inAudit[x] })
 	if err != nil {
 		return fmt.Errorf("list spooled transactions after position %d: %w", pos, err)
 	}
@@ -434,8 +457,13 @@ func (r *TriggerReader) deliver(ctx context.Context, tx pgx.Tx, t txnInfo) (uint
 func (r *TriggerReader) confirm(ctx context.Context) error {
 	c := r.pending
 	err := pgx.BeginFunc(ctx, r.conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM schedsync.audit WHERE txid = ANY ($1::text[]::xid8[])`, c.xids); err != nil {
-			return err
+		// In chunks: a recovery can confirm many transactions at once.
+		for xids := c.xids; len(xids) > 0; {
+			n := min(len(xids), 10000)
+			if _, err := tx.Exec(ctx, `DELETE FROM schedsync.audit WHERE txid = ANY ($1::text[]::xid8[])`, xids[:n]); err != nil {
+				return err
+			}
+			xids = xids[n:]
 		}
 		_, err := tx.Exec(ctx, `UPDATE schedsync.capture_state SET position = $1, updated_at = now() WHERE id = 1`, int64(c.position))
 		return err

@@ -75,7 +75,7 @@ func (t taggedSource) Next() (*change.Change, error) {
 // the spool, failed.
 var errSourceFailed = errors.New("capture source failed")
 
-func (s *spoolSink) XIDsAfter(ctx context.Context, pos uint64) ([]uint64, uint64, error) {
+func (s *spoolSink) XIDsAfter(ctx context.Context, pos uint64, keep func(uint64) bool) ([]uint64, uint64, error) {
 	last := s.sp.DurablePosition()
 	if pos > last {
 		// The spool is behind what capture confirmed: it was replaced.
@@ -96,7 +96,9 @@ func (s *spoolSink) XIDsAfter(ctx context.Context, pos uint64) ([]uint64, uint64
 		if p, src, err = r.Next(ctx); err != nil {
 			return nil, 0, fmt.Errorf("read spool after position %d: %w", pos, err)
 		}
-		xids = append(xids, src.Header().XID)
+		if x := src.Header().XID; keep(x) {
+			xids = append(xids, x)
+		}
 	}
 	return xids, last, nil
 }

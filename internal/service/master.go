@@ -125,9 +125,11 @@ func (m *Master) captureLoop(ctx context.Context) error {
 			PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
 			SequenceSchemas: m.cfg.Repository.Schemas,
 		}, m.sink)
-		err := r.Connect(ctx)
+		err := m.refreshIdentity(ctx)
 		if err == nil {
-			m.refreshIdentity(ctx)
+			err = r.Connect(ctx)
+		}
+		if err == nil {
 			m.setState(StateStreaming, "")
 			backoff.reset()
 			m.log.Info("capturing from the master repository")
@@ -153,24 +155,34 @@ func (m *Master) captureLoop(ctx context.Context) error {
 }
 
 // refreshIdentity reads the repository's identity and caches it in
-// spool.dir, so that slaves can be checked while the database is down.
-func (m *Master) refreshIdentity(ctx context.Context) {
+// spool.dir, so that slaves can be checked while the database is down. It
+// refuses a repository other than the one the spool was captured from:
+// the spool's positions and transaction ids belong to that one, and
+// capture's crash recovery matches transaction ids.
+func (m *Master) refreshIdentity(ctx context.Context) error {
 	conn, err := pgx.ConnectConfig(ctx, m.connCfg)
 	if err != nil {
-		return
+		return fmt.Errorf("connect to master repository: %w", err)
 	}
 	defer conn.Close(context.Background())
 	id, err := repositoryIdentity(ctx, conn)
 	if err != nil {
-		m.log.Warn("cannot read the repository identity", "err", err)
-		return
+		return err
 	}
 	m.mu.Lock()
-	m.identity = id
+	old := m.identity
+	if old.IsZero() || (old.SystemID == id.SystemID && old.DatabaseOID == id.DatabaseOID) {
+		m.identity = id
+	}
 	m.mu.Unlock()
+	if !old.IsZero() && (old.SystemID != id.SystemID || old.DatabaseOID != id.DatabaseOID) {
+		return fmt.Errorf("repository.url now points at %s, but %s was captured from %s: move %s away (its slaves will need schedsync resync) or point repository.url back",
+			id, m.spoolDir(), old, m.cfg.Spool.Dir)
+	}
 	if data, err := json.Marshal(id); err == nil {
 		_ = writeFileAtomic(m.identityPath(), data)
 	}
+	return nil
 }
 
 func (m *Master) loadIdentity() {

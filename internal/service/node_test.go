@@ -382,3 +382,22 @@ func TestMasterRepositoryRestart(t *testing.T) {
 		t.Fatalf("slave state %s after the master's repository came back", st.State)
 	}
 }
+
+// TestMasterRefusesAnotherRepository: a spool captured from one repository
+// is never fed from another (positions and transaction ids would mix).
+func TestMasterRefusesAnotherRepository(t *testing.T) {
+	first, second := pgtest.NewDB(t), pgtest.NewDB(t)
+	install(t, first, "master")
+	install(t, second, "master")
+	cfg := baseConfig(t, "master", first)
+	m, r := startMaster(t, cfg)
+	waitFor(t, "capture", 20*time.Second, func() bool { return m.Status().State == StateStreaming })
+	r.stop(t)
+
+	cfg.Repository.URL = second
+	m2, _ := startMaster(t, cfg)
+	waitFor(t, "the refusal", 20*time.Second, func() bool {
+		st := m2.Status()
+		return st.State == StateMasterUnavailable && strings.Contains(st.Error, "was captured from")
+	})
+}
