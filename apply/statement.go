@@ -126,9 +126,11 @@ func (t *table) delete(cols []string, vals []change.Value) stmt {
 }
 
 // truncate truncates a set of tables in one statement, as the master's
-// TRUNCATE did (tables linked by foreign keys must go together).
+// TRUNCATE did (tables linked by foreign keys must go together). ONLY
+// stands before each name: it binds to one table, and inheritance children
+// are replicated (and truncated) on their own.
 func truncate(qnames []string) stmt {
-	return stmt{sql: "TRUNCATE ONLY " + strings.Join(qnames, ", ")}
+	return stmt{sql: "TRUNCATE ONLY " + strings.Join(qnames, ", ONLY ")}
 }
 
 // setval moves a sequence forward to the master's value, never backwards.

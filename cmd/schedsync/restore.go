@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/internal/backup"
@@ -95,6 +96,14 @@ func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (b
 	m, err := backup.Restore(ctx, conn, open, backup.RestoreOptions{
 		Progress: backup.NewProgress(a.stderr),
 		Logger:   cliLogger(a.stderr),
+		// Tells resync the slave was seeded, even when the backup's
+		// position is 0 (a master that had captured nothing yet); in the
+		// load's transaction, so it holds exactly when the load does.
+		BeforeCommit: func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ('seeded', now()::text)
+				ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`)
+			return err
+		},
 	})
 	if err != nil {
 		return m, fmt.Errorf("restore failed: %w", err)
@@ -102,11 +111,7 @@ func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (b
 	if err := clearSlaveSpool(dir); err != nil {
 		return m, fmt.Errorf("the backup is restored, but %w; remove it by hand before starting the service", err)
 	}
-	// Tells resync the slave was seeded even when the backup's position is
-	// 0 (a master that had captured nothing yet).
-	_, err = conn.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ('seeded', now()::text)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`)
-	return m, err
+	return m, nil
 }
 
 // clearSlaveSpool removes the slave's spool and status file: the spool's
