@@ -119,6 +119,46 @@ func (w *workload) step(ctx context.Context, tx pgx.Tx, kind int, a, b int64) er
 	return err
 }
 
+// capturer polls capture in the background, as the master service does,
+// unless paused.
+type capturer struct {
+	paused atomic.Bool
+	halt   chan struct{}
+	done   chan error
+}
+
+func startCapture(r *rig) *capturer {
+	c := &capturer{halt: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		for {
+			select {
+			case <-c.halt:
+				c.done <- nil
+				return
+			default:
+			}
+			if c.paused.Load() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			n, err := r.reader.Poll(context.Background())
+			if err != nil {
+				c.done <- err
+				return
+			}
+			if n == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
+	return c
+}
+
+func (c *capturer) stop() error {
+	close(c.halt)
+	return <-c.done
+}
+
 // gate is a Progress that holds the backup at its first chunk until the
 // workload has committed more transactions and capture has moved on, so
 // that the master really changes during the backup.
@@ -140,32 +180,7 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 	r.capture()
 	w := startWorkload(t, r.masterURL)
 
-	stopCapture := make(chan struct{})
-	captured := make(chan error, 1)
-	var paused atomic.Bool
-	go func() {
-		for {
-			select {
-			case <-stopCapture:
-				captured <- nil
-				return
-			default:
-			}
-			if paused.Load() {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			n, err := r.reader.Poll(context.Background())
-			if err != nil {
-				captured <- err
-				return
-			}
-			if n == 0 {
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-	}()
-
+	c := startCapture(r)
 	waitFor := func(cond func() bool) {
 		for deadline := time.Now().Add(30 * time.Second); !cond() && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
@@ -174,11 +189,11 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 	waitFor(func() bool { return r.sp.DurablePosition() >= 100 })
 	// Capture lags: the snapshot will hold transactions that get
 	// positions above the backup's, whose replay onto it must converge.
-	paused.Store(true)
+	c.paused.Store(true)
 	lagFrom := w.txns.Load()
 	waitFor(func() bool { return w.txns.Load() >= lagFrom+500 })
 	g := &gate{wait: func() {
-		paused.Store(false)
+		c.paused.Store(false)
 		from, pos := w.txns.Load(), r.sp.DurablePosition()
 		deadline := time.Now().Add(30 * time.Second)
 		for (w.txns.Load() < from+300 || r.sp.DurablePosition() < pos+50) && time.Now().Before(deadline) {
@@ -189,8 +204,7 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 	during := r.sp.DurablePosition()
 	time.Sleep(200 * time.Millisecond) // more changes after the backup
 	w.halt(t)
-	close(stopCapture)
-	if err := <-captured; err != nil {
+	if err := c.stop(); err != nil {
 		t.Fatal(err)
 	}
 	r.capture()
@@ -293,7 +307,8 @@ func TestRestoreRejectsCorruptFile(t *testing.T) {
 // another type and a missing sequence are all named, and nothing changes.
 func TestRestoreRejectsIncompatibleSchema(t *testing.T) {
 	slave := strings.NewReplacer("rc int, doubled int GENERATED ALWAYS AS (rc * 2) STORED", "doubled int",
-		"v bigint NOT NULL", "v integer NOT NULL", "CREATE SEQUENCE never_used_seq START 100;", "").Replace(schedDDL)
+		"v bigint NOT NULL", "v integer NOT NULL", "CREATE SEQUENCE never_used_seq START 100;", "",
+		"history mood[]", "history mood[], extra int NOT NULL").Replace(schedDDL)
 	r := newRig(t, schedDDL+schedData, slave+`INSERT INTO counters VALUES ('junk', 1)`)
 	path, _ := r.backupFile(Options{})
 	before, beforeSeqs := contents(t, r.slaveURL)
@@ -304,6 +319,7 @@ func TestRestoreRejectsIncompatibleSchema(t *testing.T) {
 		"table public.runs: column rc is missing on the slave (integer in the backup)",
 		"table public.counters: column v is integer on the slave but bigint in the backup",
 		"sequence public.never_used_seq does not exist on the slave",
+		"table public.moods: column extra is NOT NULL without a default on the slave, and the backup has no values for it",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q", want)
@@ -316,4 +332,23 @@ func TestRestoreRejectsIncompatibleSchema(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "the backup was taken from this very database") {
 		t.Errorf("restore into the master: %v", err)
 	}
+}
+
+// TestRestoreLoadFailureRollsBack: a load that fails inside the
+// transaction (here the TRUNCATE, because a table of the slave's own, not
+// in the backup, references a replicated one) leaves the slave as it was,
+// needs_resync included.
+func TestRestoreLoadFailureRollsBack(t *testing.T) {
+	r := newRig(t, schedDDL+schedData, schedDDL+`INSERT INTO counters VALUES ('junk', 1);
+		CREATE TABLE local_notes (job_id bigint REFERENCES jobs (id))`)
+	r.exec(r.slaveURL, `UPDATE schedsync.state SET applied_position = 7`)
+	path, _ := r.backupFile(Options{})
+	before, beforeSeqs := contents(t, r.slaveURL)
+	_, err := Restore(context.Background(), r.conn(r.slaveURL), openFile(path), RestoreOptions{})
+	t.Logf("restore said: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "truncate the replicated tables") || !strings.Contains(err.Error(), "local_notes") {
+		t.Errorf("got %v; want the TRUNCATE error naming local_notes", err)
+	}
+	requireUnchanged(t, r.slaveURL, before, beforeSeqs)
+	requireState(t, r.slaveURL, 7, false)
 }

@@ -83,7 +83,7 @@ func buildIndexes(ctx context.Context, tx pgx.Tx, t *Table, idx []droppedIndex) 
 			sql = "ALTER TABLE " + t.QualifiedName() + " ADD CONSTRAINT " + change.QuoteIdent(d.constraint) + " " + d.def
 		}
 		if _, err := tx.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("build index %s of %s again: %w", d.index, t.String(), err)
+			return fmt.Errorf("build index %s of %s again: %w", d.index, t.String(), withDetail(err))
 		}
 	}
 	return nil

@@ -41,6 +41,17 @@ func NewProgress(w io.Writer) Progress {
 // LogInterval is how often the plain progress lines are written.
 const LogInterval = 2 * time.Second
 
+// Stopper is what a Progress may also implement: Stop ends a phase that
+// failed, leaving the terminal tidy for the error that follows.
+type Stopper interface{ Stop() }
+
+// stop ends a failed phase.
+func stop(p Progress) {
+	if s, ok := p.(Stopper); ok {
+		s.Stop()
+	}
+}
+
 type noProgress struct{}
 
 func (noProgress) Begin(string, Totals) {}
@@ -60,10 +71,11 @@ type counts struct {
 	total       Totals
 	rows, bytes int64
 	start       time.Time
+	active      bool // between Begin and End or Stop
 }
 
 func (c *counts) begin(phase string, total Totals) {
-	*c = counts{phase: phase, total: total, start: time.Now()}
+	*c = counts{phase: phase, total: total, start: time.Now(), active: true}
 }
 
 func (c *counts) rowsText() string {
@@ -105,8 +117,10 @@ func (p *barProgress) Begin(phase string, total Totals) {
 func (p *barProgress) Add(rows, bytes int64) {
 	p.c.rows += rows
 	p.c.bytes += bytes
-	if max := p.bar.GetMax64(); max > 0 && p.c.bytes > max {
-		p.bar.ChangeMax64(p.c.bytes + p.c.bytes/10) // the estimate was low
+	if max := p.bar.GetMax64(); max > 0 && p.c.bytes >= max {
+		// Only End finishes the bar, with the final counts: an estimate
+		// was low, or the total is reached and End comes next.
+		p.bar.ChangeMax64(p.c.bytes + p.c.bytes/20 + 1)
 	}
 	if time.Since(p.drawn) >= 200*time.Millisecond {
 		p.drawn = time.Now()
@@ -116,12 +130,23 @@ func (p *barProgress) Add(rows, bytes int64) {
 }
 
 func (p *barProgress) End() {
+	p.c.active = false
+	if p.bar.IsFinished() {
+		return
+	}
 	p.bar.Describe(p.c.phase + " " + p.c.rowsText())
 	if p.bar.GetMax64() > 0 {
 		p.bar.ChangeMax64(max(p.c.bytes, 1))
-		_ = p.bar.Set64(max(p.c.bytes, 1))
 	}
 	_ = p.bar.Finish()
+}
+
+// Stop leaves the bar as it is and ends its line.
+func (p *barProgress) Stop() {
+	if p.c.active && !p.bar.IsFinished() {
+		_ = p.bar.Exit()
+	}
+	p.c.active = false
 }
 
 // lineProgress writes a line every so often, for logs and pipes.
@@ -158,8 +183,17 @@ func (p *lineProgress) Add(rows, bytes int64) {
 }
 
 func (p *lineProgress) End() {
+	p.c.active = false
 	d := time.Since(p.c.start)
 	fmt.Fprintf(p.w, "%s: done, %s, %s rows in %s\n", p.c.phase, size(p.c.bytes), count(p.c.rows), d.Round(10*time.Millisecond))
+}
+
+func (p *lineProgress) Stop() {
+	if !p.c.active {
+		return
+	}
+	p.c.active = false
+	fmt.Fprintf(p.w, "%s: stopped after %s, %s rows\n", p.c.phase, size(p.c.bytes), count(p.c.rows))
 }
 
 func approx(estimate bool) string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // RestoreOptions configures Restore.
@@ -23,6 +24,11 @@ type RestoreOptions struct {
 	// schema checked, before anything is changed; an error stops the
 	// restore there.
 	Checked func(Manifest) error
+	// BeforeCommit, if set, runs in the load transaction after the data,
+	// sequences and position, just before COMMIT: what it writes commits
+	// or rolls back with the restore (e.g. a note that the slave was
+	// seeded). An error rolls the restore back.
+	BeforeCommit func(ctx context.Context, tx pgx.Tx) error
 }
 
 // Restore loads a backup into the slave repository conn is connected to
@@ -41,12 +47,13 @@ type RestoreOptions struct {
 // refuses to run) unless Restore could put it back as it was, which it
 // does when the load failed on an error rather than a lost connection.
 func Restore(ctx context.Context, conn *pgx.Conn, open func() (io.ReadCloser, error), opts RestoreOptions) (Manifest, error) {
-	progress := orNoProgress(opts.Progress)
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
+	opts.Progress = orNoProgress(opts.Progress)
+	progress := opts.Progress
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	log = log.With("stage", "restore")
+	log := opts.Logger.With("stage", "restore")
+	opts.Logger = log
 	start := time.Now()
 	m, err := verifyFile(ctx, open, progress)
 	if err != nil {
@@ -66,11 +73,12 @@ func Restore(ctx context.Context, conn *pgx.Conn, open func() (io.ReadCloser, er
 		return m, fmt.Errorf("mark the slave needs_resync: %w", err)
 	}
 	start = time.Now()
-	committed, err := load(ctx, conn, open, &m, tg, progress, log)
+	committed, err := load(ctx, conn, open, &m, tg, opts)
 	if err == nil {
 		log.Info("backup loaded", "took", time.Since(start))
 		return m, nil
 	}
+	stop(progress)
 	if !committed && !tg.needsResync && !conn.IsClosed() {
 		// The load rolled back: the slave holds what it held, at the
 		// position it was at, so the mark can go.
@@ -99,6 +107,7 @@ func verifyFile(ctx context.Context, open func() (io.ReadCloser, error), progres
 	progress.Begin("verify", total)
 	m, err := verify(ctx, rc, progress)
 	if err != nil {
+		stop(progress)
 		return m, err
 	}
 	progress.End()
@@ -112,7 +121,8 @@ const loadSetup = `SET LOCAL session_replication_role = replica; ` + pinSettings
 // load is pass 2: the one transaction that replaces the slave's data.
 // committed says whether COMMIT was sent.
 func load(ctx context.Context, conn *pgx.Conn, open func() (io.ReadCloser, error), m *Manifest, tg *target,
-	progress Progress, log *slog.Logger) (committed bool, err error) {
+	opts RestoreOptions) (committed bool, err error) {
+	progress, log := opts.Progress, opts.Logger
 	rc, err := open()
 	if err != nil {
 		return false, err
@@ -126,14 +136,8 @@ func load(ctx context.Context, conn *pgx.Conn, open func() (io.ReadCloser, error
 	if _, err := tx.Exec(ctx, loadSetup); err != nil {
 		return false, fmt.Errorf("set up the load session: %w", err)
 	}
-	names := make([]string, len(m.Tables))
-	for i := range m.Tables {
-		names[i] = m.Tables[i].QualifiedName()
-	}
-	// One statement: tables linked by foreign keys must go together. In
-	// the same transaction as COPY, so that COPY may FREEZE the rows.
-	if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+strings.Join(names, ", ")); err != nil {
-		return false, fmt.Errorf("truncate the replicated tables: %w", err)
+	if err := truncate(ctx, tx, m, tg); err != nil {
+		return false, err
 	}
 	r, err := newReader(ctx, rc, progress)
 	if err != nil {
@@ -159,17 +163,46 @@ func load(ctx context.Context, conn *pgx.Conn, open func() (io.ReadCloser, error
 		log.Info("table loaded", "table", t.String(), "rows", t.Rows, "copy", copied.Sub(start),
 			"indexes_rebuilt", len(idx), "index_build", time.Since(copied))
 	}
-	if h, err := r.nextTable(); err != nil || h != nil {
-		return false, errors.Join(err, errors.New("backup file changed since it was verified"))
+	if h, err := r.nextTable(); err != nil {
+		return false, err
+	} else if h != nil {
+		return false, errors.New("backup file changed since it was verified: it has more tables")
 	}
 	if err := finishLoad(ctx, tx, m); err != nil {
 		return false, err
+	}
+	if opts.BeforeCommit != nil {
+		if err := opts.BeforeCommit(ctx, tx); err != nil {
+			return false, err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return true, fmt.Errorf("commit the restore: %w", err)
 	}
 	progress.End()
 	return true, nil
+}
+
+// truncate empties the tables in one statement: tables linked by foreign
+// keys must go together. It runs in the load transaction, so that COPY
+// may FREEZE the rows. ONLY applies to each name it precedes: inheritance
+// children that are not in the backup are left alone, while a table
+// partitioned on the slave is emptied with its partitions.
+func truncate(ctx context.Context, tx pgx.Tx, m *Manifest, tg *target) error {
+	if len(m.Tables) == 0 {
+		return nil
+	}
+	names := make([]string, len(m.Tables))
+	for i := range m.Tables {
+		names[i] = "ONLY " + m.Tables[i].QualifiedName()
+		if tg.partitioned[m.Tables[i].String()] {
+			names[i] = m.Tables[i].QualifiedName()
+		}
+	}
+	if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
+		return fmt.Errorf("truncate the replicated tables: %w", withDetail(err))
+	}
+	return nil
 }
 
 // loadTable copies one table in. FREEZE writes the rows frozen and all
@@ -193,12 +226,27 @@ func loadTable(ctx context.Context, tx pgx.Tx, r *reader, t *Table, freeze bool)
 		return tr.err // the file's error, not COPY's echo of it
 	}
 	if err != nil {
-		return fmt.Errorf("copy table %s into the slave: %w", t.String(), err)
+		return fmt.Errorf("copy table %s into the slave: %w", t.String(), withDetail(err))
 	}
 	if tag.RowsAffected() != t.Rows {
 		return fmt.Errorf("copy table %s into the slave: %d rows loaded, the backup holds %d", t.String(), tag.RowsAffected(), t.Rows)
 	}
 	return nil
+}
+
+// withDetail adds what PostgreSQL says besides its message (which row,
+// which referencing table) to err.
+func withDetail(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	for _, more := range []string{pe.Detail, pe.Where} {
+		if more != "" {
+			err = fmt.Errorf("%w; %s", err, more)
+		}
+	}
+	return err
 }
 
 // trackingReader keeps the error the file gave, which COPY only echoes.

@@ -42,7 +42,7 @@ func (s spoolSink) Append(ctx context.Context, src change.TxnSource) (uint64, er
 }
 func (s spoolSink) Sync(ctx context.Context) error { return s.sp.Sync(ctx) }
 func (s spoolSink) LastPosition() uint64           { return s.sp.LastPosition() }
-func (s spoolSink) XIDsAfter(context.Context, uint64) ([]uint64, uint64, error) {
+func (s spoolSink) XIDsAfter(context.Context, uint64, func(uint64) bool) ([]uint64, uint64, error) {
 	return nil, s.sp.DurablePosition(), nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,9 @@ func checkTarget(ctx context.Context, conn *pgx.Conn, m *Manifest) (*target, err
 type slaveColumn struct {
 	typ       string
 	generated bool
+	// needsValue: NOT NULL with no default, identity or generation, so a
+	// row without a value for it cannot be loaded.
+	needsValue bool
 }
 
 func checkTables(ctx context.Context, tx pgx.Tx, m *Manifest, tg *target) ([]string, error) {
@@ -72,7 +76,8 @@ func checkTables(ctx context.Context, tx pgx.Tx, m *Manifest, tg *target) ([]str
 		names[i] = m.Tables[i].QualifiedName()
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT q.i::int, c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+		SELECT q.i::int, c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
+		       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
 		FROM unnest($1::text[]) WITH ORDINALITY q(name, i)
 		LEFT JOIN pg_class c ON c.oid = to_regclass(q.name)
 		LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped`, names)
@@ -84,8 +89,8 @@ func checkTables(ctx context.Context, tx pgx.Tx, m *Manifest, tg *target) ([]str
 	for rows.Next() {
 		var i int
 		var kind, name, typ *string
-		var generated *bool
-		if err := rows.Scan(&i, &kind, &name, &typ, &generated); err != nil {
+		var generated, needsValue *bool
+		if err := rows.Scan(&i, &kind, &name, &typ, &generated, &needsValue); err != nil {
 			return nil, fmt.Errorf("read the slave's tables: %w", err)
 		}
 		i-- // ordinality starts at 1
@@ -96,7 +101,7 @@ func checkTables(ctx context.Context, tx pgx.Tx, m *Manifest, tg *target) ([]str
 			if cols[i] == nil {
 				cols[i] = map[string]slaveColumn{}
 			}
-			cols[i][*name] = slaveColumn{typ: *typ, generated: *generated}
+			cols[i][*name] = slaveColumn{typ: *typ, generated: *generated, needsValue: *needsValue}
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -116,19 +121,34 @@ func checkTables(ctx context.Context, tx pgx.Tx, m *Manifest, tg *target) ([]str
 			problems = append(problems, fmt.Sprintf("%s is not a table on the slave (relkind %s)", t, kinds[i]))
 			continue
 		}
-		for _, c := range t.Columns {
-			sc, ok := cols[i][c.Name]
-			switch {
-			case !ok:
-				problems = append(problems, fmt.Sprintf("table %s: column %s is missing on the slave (%s in the backup)", t, c.Name, c.Type))
-			case sc.typ != c.Type:
-				problems = append(problems, fmt.Sprintf("table %s: column %s is %s on the slave but %s in the backup", t, c.Name, sc.typ, c.Type))
-			case sc.generated:
-				problems = append(problems, fmt.Sprintf("table %s: column %s is generated on the slave but stored in the backup", t, c.Name))
-			}
-		}
+		problems = append(problems, checkColumns(t, cols[i])...)
 	}
 	return problems, nil
+}
+
+// checkColumns compares a table's columns in the backup and on the slave.
+func checkColumns(t *Table, cols map[string]slaveColumn) []string {
+	var problems, extra []string
+	inBackup := map[string]bool{}
+	for _, c := range t.Columns {
+		inBackup[c.Name] = true
+		sc, ok := cols[c.Name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("table %s: column %s is missing on the slave (%s in the backup)", t, c.Name, c.Type))
+		case sc.typ != c.Type:
+			problems = append(problems, fmt.Sprintf("table %s: column %s is %s on the slave but %s in the backup", t, c.Name, sc.typ, c.Type))
+		case sc.generated:
+			problems = append(problems, fmt.Sprintf("table %s: column %s is generated on the slave but stored in the backup", t, c.Name))
+		}
+	}
+	for name, sc := range cols {
+		if !inBackup[name] && sc.needsValue {
+			extra = append(extra, fmt.Sprintf("table %s: column %s is NOT NULL without a default on the slave, and the backup has no values for it", t, name))
+		}
+	}
+	slices.Sort(extra)
+	return append(problems, extra...)
 }
 
 func checkSequences(ctx context.Context, tx pgx.Tx, m *Manifest) ([]string, error) {

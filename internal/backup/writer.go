@@ -87,12 +87,14 @@ func Write(ctx context.Context, conn *pgx.Conn, w io.Writer, opts Options) (Mani
 	err = writeFrames(ctx, fw, &m, headers, pgCopy(tx))
 	if err != nil {
 		fw.abort()
+		stop(opts.Progress)
 		if werr := fw.failed(); werr != nil {
 			err = werr // the write error is the cause; COPY failed because of it
 		}
 		return m, err
 	}
 	if err := fw.close(); err != nil {
+		stop(opts.Progress)
 		return m, err
 	}
 	opts.Progress.End()
