@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // database into a spool, and an applier from that spool into a slave
 // database with the same schema.
 type rig struct {
-	t                   *testing.T
+	t                   testing.TB
 	masterURL, slaveURL string
 	sp                  *spool.Spool
 	reader              *capture.TriggerReader
@@ -37,7 +37,7 @@ func (s spoolSink) XIDsAfter(context.Context, uint64, func(uint64) bool) ([]uint
 	return nil, s.sp.DurablePosition(), nil
 }
 
-func newRig(t *testing.T, schema string, allowNoPK bool) *rig {
+func newRig(t testing.TB, schema string, allowNoPK bool) *rig {
 	t.Helper()
 	r := &rig{t: t, masterURL: pgtest.NewDB(t), slaveURL: pgtest.NewDB(t)}
 	r.exec(r.masterURL, schema)
