@@ -101,6 +101,7 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.applyLoop(gctx) })
 	g.Go(func() error { return s.connectLoop(gctx, ready) })
+	g.Go(func() error { return s.retentionLoop(gctx) })
 	return g.Wait()
 }
 

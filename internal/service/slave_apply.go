@@ -80,3 +80,25 @@ func (s *Slave) launchResync(configPath string) error {
 	s.log.Warn("resync.auto: started schedsync resync", "pid", cmd.Process.Pid)
 	return cmd.Process.Release()
 }
+
+// retentionLoop deletes the slave spool's segments that apply is done
+// with. What is applied is committed in the slave repository (with the
+// position), so those changes are never needed again.
+func (s *Slave) retentionLoop(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		applied := s.applied.Load()
+		if applied+1 <= s.sp.FirstPosition() {
+			continue
+		}
+		if err := s.sp.TruncateBefore(applied + 1); err != nil {
+			s.log.Warn("slave spool retention", "err", err)
+		}
+	}
+}
