@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// modeResult is everything measured for one replication system.
+type modeResult struct {
+	Mode    string
+	Lag     lagResult
+	Backlog backlogResult
+}
+
+// quantiles of the lag samples, nearest rank.
+type quantiles struct {
+	N                  int
+	P50, P90, P99, Max time.Duration
+}
+
+func lagQuantiles(samples []time.Duration) quantiles {
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	q := quantiles{N: len(s)}
+	if len(s) == 0 {
+		return q
+	}
+	at := func(p float64) time.Duration {
+		i := int(p*float64(len(s)) + 0.999999)
+		return s[min(max(i-1, 0), len(s)-1)]
+	}
+	q.P50, q.P90, q.P99, q.Max = at(0.50), at(0.90), at(0.99), s[len(s)-1]
+	return q
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+func printMachine() {
+	fmt.Printf("machine: %s, %d CPUs (runtime.NumCPU), %s RAM, %s %s/%s, load average %s\n",
+		procField("/proc/cpuinfo", "model name"), runtime.NumCPU(), memTotal(), runtime.Version(),
+		runtime.GOOS, runtime.GOARCH, loadAvg())
+}
+
+func printModeResult(r modeResult) {
+	q := lagQuantiles(r.Lag.Samples)
+	b := r.Lag.Bench
+	fmt.Printf("\n%s: lag over %d probes: p50 %s, p90 %s, p99 %s, max %s\n", r.Mode, q.N, ms(q.P50), ms(q.P90), ms(q.P99), ms(q.Max))
+	fmt.Printf("  pgbench: %d transactions, %.1f tps, latency average %.3f ms (stddev %.3f ms), schedule lag %.3f ms\n",
+		b.Txns, b.TPS, b.LatencyMS, b.StddevMS, b.ScheduleMS)
+	printCPU(r.Lag.CPU, r.Lag.IdleCPU)
+	if r.Backlog.Bench.Txns > 0 {
+		printBacklog(r.Backlog)
+	}
+}
+
+func printCPU(u cpuUsage, idle float64) {
+	fmt.Printf("  CPU over %s, %% of one CPU (%d CPUs = %d%%):\n", u.Elapsed.Round(time.Millisecond), runtime.NumCPU(), 100*runtime.NumCPU())
+	for _, l := range u.byLabel() {
+		label := l.Label
+		if l.Repl {
+			label += " *"
+		}
+		fmt.Printf("    %-36s %6.1f%%  (%d processes)\n", label, u.percent(l.CPU), l.N)
+	}
+	fmt.Printf("    %-36s %6.1f%%\n", "replication (marked *)", u.percent(u.replication()))
+	fmt.Printf("    %-36s %6.1f%%\n", "observer (lagbench and its backends)", u.percent(u.observer()))
+	fmt.Printf("    %-36s %6.1f%%  (machine busy %.1f%%, listed %.1f%%)\n",
+		"unaccounted", u.percent(u.Busy-u.accounted()), u.percent(u.Busy), u.percent(u.accounted()))
+	if idle >= 0 {
+		fmt.Printf("    %.1f%% of the machine was busy in the second before pgbench started\n", idle)
+	}
+}
+
+func printBacklog(b backlogResult) {
+	fmt.Printf("  backlog: %d transactions (%d row changes) by unthrottled pgbench at %.0f tps (latency %.3f ms)\n",
+		b.txns(), rowsPerTxn*b.txns(), b.Bench.TPS, b.Bench.LatencyMS)
+	fmt.Printf("  captured %s after pgbench ended; slave start took %s\n", b.CaptureWait.Round(time.Millisecond), b.Start.Round(time.Millisecond))
+	if b.Positions > 0 {
+		fmt.Printf("  from start: all %d positions received in %s, applied in %s\n",
+			b.Positions, b.Received.Round(time.Millisecond), b.Applied.Round(time.Millisecond))
+	}
+	fmt.Printf("  caught up (marker visible) %s after start: %.0f tx/s, %.0f rows/s\n",
+		b.CatchUp.Round(time.Millisecond), perSecond(b.txns(), b.CatchUp), perSecond(rowsPerTxn*b.txns(), b.CatchUp))
+	printCPU(b.CPU, -1)
+}
+
+func perSecond(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// printSummary prints the figures side by side, as a Markdown table.
+func printSummary(o options, rs []modeResult) {
+	fmt.Printf("\nsummary: pgbench -c %d -j %d --rate %d for %s (lag), unthrottled for %s (backlog)\n\n",
+		o.clients, o.threads, o.rate, o.duration, o.backlogDur)
+	fmt.Println("| mode | probes | lag p50 | p90 | p99 | max | pgbench tps | latency avg | replication CPU | backlog tx | catch-up | tx/s | rows/s |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rs {
+		q := lagQuantiles(r.Lag.Samples)
+		b := r.Backlog
+		fmt.Printf("| %s | %d | %s | %s | %s | %s | %.0f | %.3f ms | %.0f%% | %d | %s | %.0f | %.0f |\n",
+			r.Mode, q.N, ms(q.P50), ms(q.P90), ms(q.P99), ms(q.Max), r.Lag.Bench.TPS, r.Lag.Bench.LatencyMS,
+			r.Lag.CPU.percent(r.Lag.CPU.replication()), b.txns(), b.CatchUp.Round(time.Millisecond),
+			perSecond(b.txns(), b.CatchUp), perSecond(rowsPerTxn*b.txns(), b.CatchUp))
+	}
+}
+
+func memTotal() string {
+	v := procField("/proc/meminfo", "MemTotal")
+	kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
+	if err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// procField reads "key: value" from a /proc file; "?" when absent.
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}

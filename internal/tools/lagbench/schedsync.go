@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schedsync/schedsync/internal/service"
+)
+
+// schedsync is the system under test: a master and a slave sync service,
+// driven through the binary as an operator would.
+type schedsync struct {
+	w             *world
+	opts          options
+	master, slave *node
+}
+
+// node is one schedsync service.
+type node struct {
+	bin    string
+	name   string
+	config string // the .properties file
+	spool  string // spool.dir
+}
+
+func (s *schedsync) setup(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	common := []string{
+		"sync.token=" + hex.EncodeToString(tok),
+		"sync.listen=127.0.0.1:" + strconv.Itoa(port),
+		"master.host=127.0.0.1",
+		"master.port=" + strconv.Itoa(port),
+		"capture.allow_no_pk=true", // pgbench_history has no primary key
+		"log.level=" + s.opts.logLevel,
+	}
+	if s.master, err = s.newNode("lag-master", "master", s.w.masterURL(), common); err != nil {
+		return err
+	}
+	if s.slave, err = s.newNode("lag-slave", "slave", s.w.slaveURL(), common); err != nil {
+		return err
+	}
+	if _, err := s.master.run(ctx, "start"); err != nil {
+		return err
+	}
+	_, err = s.slave.run(ctx, "start")
+	return err
+}
+
+// newNode writes a node's config and runs `schedsync install` for it.
+func (s *schedsync) newNode(name, role, url string, common []string) (*node, error) {
+	n := &node{bin: s.opts.bin, name: name, config: filepath.Join(s.w.dir, name+".properties"), spool: filepath.Join(s.w.dir, name)}
+	props := append([]string{
+		"node.role=" + role,
+		"node.name=" + name,
+		"repository.url=" + url,
+		"spool.dir=" + n.spool,
+	}, common...)
+	if err := os.WriteFile(n.config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if _, err := n.run(context.Background(), "install"); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func (s *schedsync) procs(ctx context.Context) ([]proc, error) {
+	var out []proc
+	for _, n := range []*node{s.master, s.slave} {
+		st, err := service.QueryStatus(ctx, n.spool)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.name, err)
+		}
+		out = append(out, proc{Label: n.name + " service", PID: st.PID, Repl: true})
+	}
+	return out, nil
+}
+
+func (s *schedsync) stopSlave(ctx context.Context) error {
+	_, err := s.slave.run(ctx, "stop")
+	return err
+}
+
+func (s *schedsync) startSlave(ctx context.Context) error {
+	_, err := s.slave.run(ctx, "start")
+	return err
+}
+
+// waitCaptured waits until the audit table is empty: capture deletes audit
+// rows only once their transactions are durable in the spool.
+func (s *schedsync) waitCaptured(ctx context.Context) error {
+	return poll(ctx, 20*time.Millisecond, 10*time.Minute, "capture the backlog", func() (bool, error) {
+		n, err := queryInt(ctx, s.w.masterURL(), `SELECT count(*) FROM schedsync.audit`)
+		return n == 0, err
+	})
+}
+
+// catchUpWatch reads the slave's received and applied positions from its
+// control socket (what `status --json` prints) against the master's last
+// position.
+func (s *schedsync) catchUpWatch(ctx context.Context) (func(context.Context) (catchUpState, error), error) {
+	mst, err := service.QueryStatus(ctx, s.master.spool)
+	if err != nil {
+		return nil, fmt.Errorf("master status: %w", err)
+	}
+	from, err := queryInt(ctx, s.w.slaveURL(), `SELECT applied_position FROM schedsync.state WHERE id = 1`)
+	if err != nil {
+		return nil, fmt.Errorf("slave applied position: %w", err)
+	}
+	target := mst.Position
+	return func(ctx context.Context) (catchUpState, error) {
+		st, err := service.QueryStatus(ctx, s.slave.spool)
+		if err != nil {
+			return catchUpState{}, fmt.Errorf("slave status: %w", err)
+		}
+		return catchUpState{From: uint64(from), Received: st.ReceivedPosition, Applied: st.Position, Target: target}, nil
+	}, nil
+}
+
+// close stops both services; errors are only reported.
+func (s *schedsync) close() {
+	for _, n := range []*node{s.slave, s.master} {
+		if n == nil {
+			continue
+		}
+		if _, err := n.run(context.Background(), "stop"); err != nil {
+			fmt.Fprintln(os.Stderr, "lagbench:", err)
+		}
+	}
+}
+
+// run runs one schedsync command for the node and returns its output.
+func (n *node) run(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--config", n.config}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("schedsync %s (%s): %w\n%s", strings.Join(args, " "), n.name, err, out)
+	}
+	return out, nil
+}
+
+// buildBinary builds cmd/schedsync of the module this tool belongs to.
+func buildBinary(ctx context.Context, dir string) (string, error) {
+	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("find the module: %w", err)
+	}
+	out := filepath.Join(dir, "bin", "schedsync")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/schedsync")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/schedsync: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
