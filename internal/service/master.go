@@ -180,7 +180,7 @@ func (m *Master) refreshIdentity(ctx context.Context) error {
 			id, m.spoolDir(), old, m.cfg.Spool.Dir)
 	}
 	if data, err := json.Marshal(id); err == nil {
-		_ = writeFileAtomic(m.identityPath(), data)
+		_ = writeFileAtomic(m.identityPath(), data, 0o600)
 	}
 	return nil
 }

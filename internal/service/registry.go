@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -81,7 +80,7 @@ func (r *registry) save() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(r.path, data); err != nil {
+	if err := writeFileAtomic(r.path, data, 0o600); err != nil {
 		return fmt.Errorf("save slave registry: %w", err)
 	}
 	r.saved = time.Now()
@@ -95,32 +94,4 @@ func (r *registry) saveSoon() error {
 		return nil
 	}
 	return r.save()
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -26,19 +26,18 @@ func SaveStatus(dir string, st Status) error {
 		return fmt.Errorf("save status: %w", err)
 	}
 	data = append(data, '\n')
-	path := filepath.Join(dir, StatusFileName)
-	tmp := path + ".tmp"
-	if err := writeSynced(tmp, data); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, StatusFileName), data, 0o644); err != nil {
 		return fmt.Errorf("save status: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save status: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+// writeFileAtomic replaces path with data so that a crash leaves the old
+// file or the new one, never a mix: temp file, fsync, rename, fsync of the
+// directory.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
@@ -50,7 +49,13 @@ func writeSynced(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // syncDir makes a rename in dir durable.
