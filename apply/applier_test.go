@@ -1,4 +1,4 @@
-package apply
+package apply_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/schedsync/schedsync/apply"
 )
 
 const mixedSchema = `
@@ -29,32 +31,32 @@ CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text, dou
 // must end exactly equal.
 func TestReplayMixedWorkload(t *testing.T) {
 	r := newRig(t, mixedSchema, false)
-	m := r.masterURL
-	r.exec(m, `INSERT INTO job VALUES
+	m := r.MasterURL
+	r.Exec(m, `INSERT INTO job VALUES
 		('s', 'j1', 'g', '\x00ff5c22', '{"a": [1, 2.50, null], "b": "q\"uote"}', '{a,"b c",NULL,""}', 'NaN', 'NaN', 'infinity', '-infinity', 'WAITING'),
 		('s', 'j2', 'g', '', 'null', '{}', '-Infinity', '1.500', '2026-01-01 10:00:00+02', '2026-01-01 10:00:00.123456', NULL),
 		('s', 'j3', 'g2', NULL, NULL, NULL, 1e-300, '-0.0001', NULL, NULL, 'COMPLETE')`)
-	r.exec(m, `INSERT INTO trig VALUES ('s', 't1', 'g', 'j1', 100), ('s', 't2', 'g', 'j2', 200), ('s', 't3', 'g2', 'j3', 300)`)
-	r.exec(m, `INSERT INTO event (kind, payload) SELECT 'e' || g, jsonb_build_object('n', g) FROM generate_series(1, 50) g`)
-	r.exec(m, `INSERT INTO blobkey VALUES ('\x00', 1), ('\x0001', 2), ('', 3)`)
-	r.exec(m, `INSERT INTO ident (v) VALUES ('a'), ('bb')`)
-	r.capture()
-	r.applyAll()
-	r.requireEqual()
+	r.Exec(m, `INSERT INTO trig VALUES ('s', 't1', 'g', 'j1', 100), ('s', 't2', 'g', 'j2', 200), ('s', 't3', 'g2', 'j3', 300)`)
+	r.Exec(m, `INSERT INTO event (kind, payload) SELECT 'e' || g, jsonb_build_object('n', g) FROM generate_series(1, 50) g`)
+	r.Exec(m, `INSERT INTO blobkey VALUES ('\x00', 1), ('\x0001', 2), ('', 3)`)
+	r.Exec(m, `INSERT INTO ident (v) VALUES ('a'), ('bb')`)
+	r.Capture()
+	r.ApplyAll()
+	r.RequireEqual()
 
-	r.exec(m, `UPDATE job SET name = 'j1-renamed', data = data || '\x01' WHERE name = 'j1'`) // key update
-	r.exec(m, `UPDATE trig SET next_fire = next_fire + 1, job_name = 'j1-renamed' WHERE name = 't1'`)
-	r.exec(m, `DELETE FROM job WHERE name = 'j2'`) // cascades to t2
-	r.exec(m, `UPDATE blobkey SET k = '\x02' WHERE k = '\x00'`)
-	r.exec(m, `DELETE FROM event WHERE id % 3 = 0; UPDATE event SET payload = payload || '{"x": true}' WHERE id % 3 = 1`)
-	r.exec(m, `UPDATE ident SET v = 'ccc' WHERE v = 'a'`)
-	r.exec(m, `TRUNCATE trig, job`)
-	r.exec(m, `INSERT INTO job (sched, name, grp, st) VALUES ('s', 'after', 'g', 'ACQUIRED')`)
-	r.exec(m, `SELECT nextval('event_id_seq') FROM generate_series(1, 10)`) // used, no rows
-	r.exec(m, `INSERT INTO event (kind) VALUES ('last')`)
-	r.capture()
-	r.applyAll()
-	r.requireEqual()
+	r.Exec(m, `UPDATE job SET name = 'j1-renamed', data = data || '\x01' WHERE name = 'j1'`) // key update
+	r.Exec(m, `UPDATE trig SET next_fire = next_fire + 1, job_name = 'j1-renamed' WHERE name = 't1'`)
+	r.Exec(m, `DELETE FROM job WHERE name = 'j2'`) // cascades to t2
+	r.Exec(m, `UPDATE blobkey SET k = '\x02' WHERE k = '\x00'`)
+	r.Exec(m, `DELETE FROM event WHERE id % 3 = 0; UPDATE event SET payload = payload || '{"x": true}' WHERE id % 3 = 1`)
+	r.Exec(m, `UPDATE ident SET v = 'ccc' WHERE v = 'a'`)
+	r.Exec(m, `TRUNCATE trig, job`)
+	r.Exec(m, `INSERT INTO job (sched, name, grp, st) VALUES ('s', 'after', 'g', 'ACQUIRED')`)
+	r.Exec(m, `SELECT nextval('event_id_seq') FROM generate_series(1, 10)`) // used, no rows
+	r.Exec(m, `INSERT INTO event (kind) VALUES ('last')`)
+	r.Capture()
+	r.ApplyAll()
+	r.RequireEqual()
 }
 
 // TestExactlyOnceAcrossApplierCrashes kills the applier at random moments
@@ -63,15 +65,15 @@ func TestReplayMixedWorkload(t *testing.T) {
 // would show as a duplicate row.
 func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 	r := newRig(t, `CREATE TABLE log (n int, note text); CREATE TABLE counter (id int PRIMARY KEY, n int)`, true)
-	r.exec(r.masterURL, `INSERT INTO counter VALUES (1, 0)`)
+	r.Exec(r.MasterURL, `INSERT INTO counter VALUES (1, 0)`)
 	for i := 1; i <= 300; i++ {
-		r.exec(r.masterURL, fmt.Sprintf(`INSERT INTO log VALUES (%d, 'x'); UPDATE counter SET n = n + 1`, i))
+		r.Exec(r.MasterURL, fmt.Sprintf(`INSERT INTO log VALUES (%d, 'x'); UPDATE counter SET n = n + 1`, i))
 	}
-	r.capture()
+	r.Capture()
 	rng := rand.New(rand.NewSource(3))
 	restarts := 0
-	slave := r.conn(r.slaveURL)
-	for a := r.applier(nil); ; a = r.applier(nil) {
+	slave := r.Conn(r.SlaveURL)
+	for a := r.Applier(nil); ; a = r.Applier(nil) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
@@ -81,18 +83,18 @@ func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 			t.Fatalf("apply: %v", err)
 		}
 		restarts++
-		pos, err := ReadApplied(context.Background(), slave)
+		pos, err := apply.ReadApplied(context.Background(), slave)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pos == r.sp.DurablePosition() {
+		if pos == r.Spool.DurablePosition() {
 			break
 		}
 		if restarts > 2000 {
-			t.Fatalf("no progress: applied %d of %d", pos, r.sp.DurablePosition())
+			t.Fatalf("no progress: applied %d of %d", pos, r.Spool.DurablePosition())
 		}
 	}
-	r.requireEqual()
+	r.RequireEqual()
 	t.Logf("converged after %d applier restarts", restarts)
 }
 
@@ -100,20 +102,20 @@ func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 func TestGroupingCommitsFewerTransactions(t *testing.T) {
 	r := newRig(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`, false)
 	for i := 0; i < 200; i++ {
-		r.exec(r.masterURL, `INSERT INTO t VALUES ($1, $1)`, i)
+		r.Exec(r.MasterURL, `INSERT INTO t VALUES ($1, $1)`, i)
 	}
-	r.capture()
+	r.Capture()
 	var commits atomic.Int64
-	a := r.applier(func(uint64, time.Time) { commits.Add(1) })
+	a := r.Applier(func(uint64, time.Time) { commits.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	for a.Applied() < r.sp.DurablePosition() {
+	for a.Applied() < r.Spool.DurablePosition() {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
 	<-done
-	r.requireEqual()
+	r.RequireEqual()
 	if n := commits.Load(); n >= 100 {
 		t.Fatalf("%d commits for 200 waiting transactions: not grouped", n)
 	}
@@ -123,20 +125,20 @@ func TestGroupingCommitsFewerTransactions(t *testing.T) {
 // stops apply with an error naming the table and column; nothing is applied.
 func TestSchemaMismatchStops(t *testing.T) {
 	r := newRig(t, `CREATE TABLE t (id int PRIMARY KEY, v text)`, false)
-	r.exec(r.slaveURL, `ALTER TABLE t DROP COLUMN v`)
-	r.exec(r.masterURL, `INSERT INTO t VALUES (1, 'kept')`)
-	r.capture()
-	err := r.runUntilError()
-	if !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), `"public"."t"`) || !strings.Contains(err.Error(), `column "v"`) {
-		t.Fatalf("want ErrSchema naming public.t and column v, got %v", err)
+	r.Exec(r.SlaveURL, `ALTER TABLE t DROP COLUMN v`)
+	r.Exec(r.MasterURL, `INSERT INTO t VALUES (1, 'kept')`)
+	r.Capture()
+	err := runUntilError(t, r)
+	if !errors.Is(err, apply.ErrSchema) || !strings.Contains(err.Error(), `"public"."t"`) || !strings.Contains(err.Error(), `column "v"`) {
+		t.Fatalf("want apply.ErrSchema naming public.t and column v, got %v", err)
 	}
-	if pos, _ := ReadApplied(context.Background(), r.conn(r.slaveURL)); pos != 0 {
+	if pos, _ := apply.ReadApplied(context.Background(), r.Conn(r.SlaveURL)); pos != 0 {
 		t.Fatalf("applied position moved to %d", pos)
 	}
 	// Fixing the schema lets apply resume and converge.
-	r.exec(r.slaveURL, `ALTER TABLE t ADD COLUMN v text`)
-	r.applyAll()
-	r.requireEqual()
+	r.Exec(r.SlaveURL, `ALTER TABLE t ADD COLUMN v text`)
+	r.ApplyAll()
+	r.RequireEqual()
 }
 
 // TestUniqueConflictFallsBackToPerChange replays from position 0 onto a
@@ -145,23 +147,23 @@ func TestSchemaMismatchStops(t *testing.T) {
 // stream rewrites. Apply must converge rather than fail.
 func TestUniqueConflictFallsBackToPerChange(t *testing.T) {
 	r := newRig(t, `CREATE TABLE u (id int PRIMARY KEY, name text UNIQUE, v int)`, false)
-	m := r.masterURL
-	r.exec(m, `INSERT INTO u VALUES (1, 'a', 1)`)
-	r.exec(m, `UPDATE u SET name = 'b' WHERE id = 1`)
-	r.exec(m, `INSERT INTO u VALUES (2, 'a', 2)`)
-	r.exec(m, `UPDATE u SET v = 20 WHERE id = 2`)
-	r.capture()
+	m := r.MasterURL
+	r.Exec(m, `INSERT INTO u VALUES (1, 'a', 1)`)
+	r.Exec(m, `UPDATE u SET name = 'b' WHERE id = 1`)
+	r.Exec(m, `INSERT INTO u VALUES (2, 'a', 2)`)
+	r.Exec(m, `UPDATE u SET v = 20 WHERE id = 2`)
+	r.Capture()
 	// The slave starts from the state after the third transaction.
-	r.exec(r.slaveURL, `INSERT INTO u VALUES (1, 'b', 1), (2, 'a', 2)`)
-	r.applyAll()
-	r.requireEqual()
+	r.Exec(r.SlaveURL, `INSERT INTO u VALUES (1, 'b', 1), (2, 'a', 2)`)
+	r.ApplyAll()
+	r.RequireEqual()
 }
 
 // TestLargeTransaction applies a 100k-row transaction atomically.
 func TestLargeTransaction(t *testing.T) {
 	r := newRig(t, `CREATE TABLE big (id int PRIMARY KEY, payload text)`, false)
-	r.exec(r.masterURL, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g`)
-	r.capture()
-	r.applyAll()
-	r.requireEqual()
+	r.Exec(r.MasterURL, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g`)
+	r.Capture()
+	r.ApplyAll()
+	r.RequireEqual()
 }

@@ -1,4 +1,4 @@
-package apply
+package apply_test
 
 import (
 	"runtime"
@@ -16,8 +16,8 @@ func BenchmarkApplyMillionRowTransaction(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		r := newRig(b, `CREATE TABLE big (id int PRIMARY KEY, payload text, n bigint)`, false)
-		r.exec(r.masterURL, `INSERT INTO big SELECT g, md5(g::text) || md5((g+1)::text), g * 7 FROM generate_series(1, 1000000) g`)
-		r.capture()
+		r.Exec(r.MasterURL, `INSERT INTO big SELECT g, md5(g::text) || md5((g+1)::text), g * 7 FROM generate_series(1, 1000000) g`)
+		r.Capture()
 		runtime.GC()
 		var peak atomic.Uint64
 		stop := make(chan struct{})
@@ -37,11 +37,11 @@ func BenchmarkApplyMillionRowTransaction(b *testing.B) {
 		}()
 		b.StartTimer()
 		start := time.Now()
-		r.applyAll()
+		r.ApplyAll()
 		elapsed := time.Since(start)
 		b.StopTimer()
 		close(stop)
-		r.requireEqual()
+		r.RequireEqual()
 		b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
 		b.ReportMetric(1e6/elapsed.Seconds(), "rows/s")
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/pipetest"
 )
 
 // schedDDL is a scheduler-like schema: enums, jsonb, bytea, arrays (an
@@ -141,7 +143,7 @@ func startCapture(r *rig) *capturer {
 				time.Sleep(5 * time.Millisecond)
 				continue
 			}
-			n, err := r.reader.Poll(context.Background())
+			n, err := r.Reader.Poll(context.Background())
 			if err != nil {
 				c.done <- err
 				return
@@ -177,8 +179,8 @@ func (g *gate) End()                 {}
 // slave equals the master exactly.
 func TestBackupUnderLoadConverges(t *testing.T) {
 	r := newRig(t, schedDDL+schedData, schedDDL+`INSERT INTO counters VALUES ('junk', 1)`)
-	r.capture()
-	w := startWorkload(t, r.masterURL)
+	r.Capture()
+	w := startWorkload(t, r.MasterURL)
 
 	c := startCapture(r)
 	waitFor := func(cond func() bool) {
@@ -186,7 +188,7 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	waitFor(func() bool { return r.sp.DurablePosition() >= 100 })
+	waitFor(func() bool { return r.Spool.DurablePosition() >= 100 })
 	// Capture lags: the snapshot will hold transactions that get
 	// positions above the backup's, whose replay onto it must converge.
 	c.paused.Store(true)
@@ -194,22 +196,22 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 	waitFor(func() bool { return w.txns.Load() >= lagFrom+500 })
 	g := &gate{wait: func() {
 		c.paused.Store(false)
-		from, pos := w.txns.Load(), r.sp.DurablePosition()
+		from, pos := w.txns.Load(), r.Spool.DurablePosition()
 		deadline := time.Now().Add(30 * time.Second)
-		for (w.txns.Load() < from+300 || r.sp.DurablePosition() < pos+50) && time.Now().Before(deadline) {
+		for (w.txns.Load() < from+300 || r.Spool.DurablePosition() < pos+50) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}}
-	path, m := r.backupFile(Options{Progress: g})
-	during := r.sp.DurablePosition()
+	path, m := backupFile(r, Options{Progress: g})
+	during := r.Spool.DurablePosition()
 	time.Sleep(200 * time.Millisecond) // more changes after the backup
 	w.halt(t)
 	if err := c.stop(); err != nil {
 		t.Fatal(err)
 	}
-	r.capture()
+	r.Capture()
 	t.Logf("backup at position %d; capture was at %d when it ended and is at %d now; %d rows, %d tables",
-		m.Position, during, r.sp.DurablePosition(), m.Rows, len(m.Tables))
+		m.Position, during, r.Spool.DurablePosition(), m.Rows, len(m.Tables))
 	if m.Position >= during {
 		t.Errorf("the position did not move during the backup (%d, then %d)", m.Position, during)
 	}
@@ -220,11 +222,11 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 		t.Errorf("moods (mood[]) travels as %q; want text", format)
 	}
 
-	if _, err := Restore(context.Background(), r.conn(r.slaveURL), openFile(path), RestoreOptions{}); err != nil {
+	if _, err := Restore(context.Background(), r.Conn(r.SlaveURL), openFile(path), RestoreOptions{}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	requireState(t, r.slaveURL, m.Position, false)
-	_, seqs := contents(t, r.slaveURL)
+	requireState(t, r.SlaveURL, m.Position, false)
+	_, seqs := pipetest.Contents(t, r.SlaveURL)
 	for _, s := range m.Sequences {
 		if !s.IsCalled {
 			continue // pg_sequences shows no last_value; never_used_seq is checked below
@@ -233,10 +235,10 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 			t.Errorf("sequence %s restored to %d; want the backup's %d", s.Name, seqs[s.Name], s.LastValue)
 		}
 	}
-	r.applyAll()
-	r.requireConverged()
+	r.ApplyAll()
+	r.RequireEqual()
 	var next int64
-	if err := r.conn(r.slaveURL).QueryRow(context.Background(), `SELECT nextval('never_used_seq')`).Scan(&next); err != nil || next != 100 {
+	if err := r.Conn(r.SlaveURL).QueryRow(context.Background(), `SELECT nextval('never_used_seq')`).Scan(&next); err != nil || next != 100 {
 		t.Errorf("never_used_seq gives %d (%v) on the slave; want 100", next, err)
 	}
 }
@@ -281,12 +283,12 @@ func requireState(t *testing.T, url string, pos uint64, needsResync bool) {
 // in pass 1 and the slave is left exactly as it was.
 func TestRestoreRejectsCorruptFile(t *testing.T) {
 	r := newRig(t, schedDDL+schedData, schedDDL+`INSERT INTO counters VALUES ('junk', 1); SELECT nextval('ticket_seq')`)
-	path, _ := r.backupFile(Options{})
+	path, _ := backupFile(r, Options{})
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, beforeSeqs := contents(t, r.slaveURL)
+	before, beforeSeqs := pipetest.Contents(t, r.SlaveURL)
 	flipped := []byte(strings.Clone(string(data)))
 	flipped[len(data)/2] ^= 0x10
 	for name, bad := range map[string][]byte{"flipped byte": flipped, "truncated": data[:len(data)*2/3]} {
@@ -294,12 +296,12 @@ func TestRestoreRejectsCorruptFile(t *testing.T) {
 		if err := os.WriteFile(p, bad, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Restore(context.Background(), r.conn(r.slaveURL), openFile(p), RestoreOptions{})
+		_, err := Restore(context.Background(), r.Conn(r.SlaveURL), openFile(p), RestoreOptions{})
 		t.Logf("%s: %v", name, err)
 		if err == nil || !strings.Contains(err.Error(), "bad backup file at byte ") {
 			t.Errorf("%s: got %v; want a bad backup file error with its offset", name, err)
 		}
-		requireUnchanged(t, r.slaveURL, before, beforeSeqs)
+		requireUnchanged(t, r.SlaveURL, before, beforeSeqs)
 	}
 }
 
@@ -310,9 +312,9 @@ func TestRestoreRejectsIncompatibleSchema(t *testing.T) {
 		"v bigint NOT NULL", "v integer NOT NULL", "CREATE SEQUENCE never_used_seq START 100;", "",
 		"history mood[]", "history mood[], extra int NOT NULL").Replace(schedDDL)
 	r := newRig(t, schedDDL+schedData, slave+`INSERT INTO counters VALUES ('junk', 1)`)
-	path, _ := r.backupFile(Options{})
-	before, beforeSeqs := contents(t, r.slaveURL)
-	_, err := Restore(context.Background(), r.conn(r.slaveURL), openFile(path), RestoreOptions{})
+	path, _ := backupFile(r, Options{})
+	before, beforeSeqs := pipetest.Contents(t, r.SlaveURL)
+	_, err := Restore(context.Background(), r.Conn(r.SlaveURL), openFile(path), RestoreOptions{})
 	t.Logf("restore said: %v", err)
 	for _, want := range []string{
 		"the slave's schema does not match the backup; nothing was changed",
@@ -325,10 +327,10 @@ func TestRestoreRejectsIncompatibleSchema(t *testing.T) {
 			t.Errorf("error lacks %q", want)
 		}
 	}
-	requireUnchanged(t, r.slaveURL, before, beforeSeqs)
+	requireUnchanged(t, r.SlaveURL, before, beforeSeqs)
 
 	// Restoring into the database the backup came from is refused too.
-	_, err = Restore(context.Background(), r.conn(r.masterURL), openFile(path), RestoreOptions{})
+	_, err = Restore(context.Background(), r.Conn(r.MasterURL), openFile(path), RestoreOptions{})
 	if err == nil || !strings.Contains(err.Error(), "the backup was taken from this very database") {
 		t.Errorf("restore into the master: %v", err)
 	}
@@ -341,14 +343,14 @@ func TestRestoreRejectsIncompatibleSchema(t *testing.T) {
 func TestRestoreLoadFailureRollsBack(t *testing.T) {
 	r := newRig(t, schedDDL+schedData, schedDDL+`INSERT INTO counters VALUES ('junk', 1);
 		CREATE TABLE local_notes (job_id bigint REFERENCES jobs (id))`)
-	r.exec(r.slaveURL, `UPDATE schedsync.state SET applied_position = 7`)
-	path, _ := r.backupFile(Options{})
-	before, beforeSeqs := contents(t, r.slaveURL)
-	_, err := Restore(context.Background(), r.conn(r.slaveURL), openFile(path), RestoreOptions{})
+	r.Exec(r.SlaveURL, `UPDATE schedsync.state SET applied_position = 7`)
+	path, _ := backupFile(r, Options{})
+	before, beforeSeqs := pipetest.Contents(t, r.SlaveURL)
+	_, err := Restore(context.Background(), r.Conn(r.SlaveURL), openFile(path), RestoreOptions{})
 	t.Logf("restore said: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "truncate the replicated tables") || !strings.Contains(err.Error(), "local_notes") {
 		t.Errorf("got %v; want the TRUNCATE error naming local_notes", err)
 	}
-	requireUnchanged(t, r.slaveURL, before, beforeSeqs)
-	requireState(t, r.slaveURL, 7, false)
+	requireUnchanged(t, r.SlaveURL, before, beforeSeqs)
+	requireState(t, r.SlaveURL, 7, false)
 }

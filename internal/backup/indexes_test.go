@@ -26,11 +26,11 @@ func TestRestoreRebuildsIndexes(t *testing.T) {
 	CREATE TABLE ref (id int PRIMARY KEY, code text REFERENCES big (code));`
 	r := newRig(t, ddl+`INSERT INTO big SELECT g, 'c' || g, g % 10, 'n' || g FROM generate_series(1, 120000) g;
 		INSERT INTO ref VALUES (1, 'c1')`, ddl)
-	path, m := r.backupFile(Options{})
-	before := catalogState(t, r.slaveURL)
+	path, m := backupFile(r, Options{})
+	before := catalogState(t, r.SlaveURL)
 	var log bytes.Buffer
 	opts := RestoreOptions{Logger: slog.New(slog.NewTextHandler(&log, nil))}
-	if _, err := Restore(context.Background(), r.conn(r.slaveURL), openFile(path), opts); err != nil {
+	if _, err := Restore(context.Background(), r.Conn(r.SlaveURL), openFile(path), opts); err != nil {
 		t.Fatal(err)
 	}
 	// The key, big_grp and big_lower; not big_code_key (ref's foreign key
@@ -38,12 +38,12 @@ func TestRestoreRebuildsIndexes(t *testing.T) {
 	if !strings.Contains(log.String(), "table=public.big rows=120000") || !strings.Contains(log.String(), "indexes_rebuilt=3") {
 		t.Errorf("want 3 indexes of big rebuilt; the restore logged:\n%s", log.String())
 	}
-	if after := catalogState(t, r.slaveURL); after != before {
+	if after := catalogState(t, r.SlaveURL); after != before {
 		t.Errorf("indexes or constraints changed:\nbefore %s\nafter  %s", before, after)
 	}
-	r.requireConverged()
-	requireState(t, r.slaveURL, m.Position, false)
-	_, err := r.conn(r.slaveURL).Exec(context.Background(), `INSERT INTO big VALUES (0, 'c5', 0, '')`)
+	r.RequireEqual()
+	requireState(t, r.SlaveURL, m.Position, false)
+	_, err := r.Conn(r.SlaveURL).Exec(context.Background(), `INSERT INTO big VALUES (0, 'c5', 0, '')`)
 	if err == nil {
 		t.Error("the rebuilt unique constraint let a duplicate in")
 	}

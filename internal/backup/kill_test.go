@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/pipetest"
 )
 
 // childEnv makes the test binary a restore process (see TestMain) that
@@ -58,24 +60,24 @@ func TestRestoreKilledMidCopy(t *testing.T) {
 	big := `CREATE TABLE big (id int PRIMARY KEY, pad text);`
 	r := newRig(t, schedDDL+big+schedData+`INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 200000) g`,
 		schedDDL+big+`INSERT INTO counters VALUES ('junk', 1); INSERT INTO big VALUES (-1, 'old')`)
-	r.exec(r.masterURL, `UPDATE counters SET v = 1`)
-	r.capture()
-	path, m := r.backupFile(Options{})
+	r.Exec(r.MasterURL, `UPDATE counters SET v = 1`)
+	r.Capture()
+	path, m := backupFile(r, Options{})
 	if m.Position == 0 {
 		t.Fatal("the backup is at position 0; want a captured change before it")
 	}
-	before, beforeSeqs := contents(t, r.slaveURL)
+	before, beforeSeqs := pipetest.Contents(t, r.SlaveURL)
 
 	var stderr bytes.Buffer
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+r.slaveURL, childEnv+"_FILE="+path)
+	cmd.Env = append(os.Environ(), childEnv+"="+r.SlaveURL, childEnv+"_FILE="+path)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	watch := r.conn(r.slaveURL)
+	watch := r.Conn(r.SlaveURL)
 	ctx := context.Background()
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		var copied int64
@@ -115,17 +117,17 @@ func TestRestoreKilledMidCopy(t *testing.T) {
 		}
 	}
 
-	requireState(t, r.slaveURL, 0, true)
+	requireState(t, r.SlaveURL, 0, true)
 	delete(before, "schedsync.state")
-	after, afterSeqs := contents(t, r.slaveURL)
+	after, afterSeqs := pipetest.Contents(t, r.SlaveURL)
 	delete(after, "schedsync.state")
 	if fmt.Sprint(after) != fmt.Sprint(before) || fmt.Sprint(afterSeqs) != fmt.Sprint(beforeSeqs) {
 		t.Errorf("the killed restore changed the slave:\nbefore %v %v\nafter  %v %v", before, beforeSeqs, after, afterSeqs)
 	}
 
-	if _, err := Restore(ctx, r.conn(r.slaveURL), openFile(path), RestoreOptions{}); err != nil {
+	if _, err := Restore(ctx, r.Conn(r.SlaveURL), openFile(path), RestoreOptions{}); err != nil {
 		t.Fatalf("second restore: %v", err)
 	}
-	requireState(t, r.slaveURL, m.Position, false)
-	r.requireConverged() // nothing changed on the master since the backup
+	requireState(t, r.SlaveURL, m.Position, false)
+	r.RequireEqual() // nothing changed on the master since the backup
 }
