@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/quartz"
 )
@@ -70,6 +73,9 @@ func TestResync(t *testing.T) {
 	})
 	t.Run("resync after refusal", func(t *testing.T) { resync(t, "the master refused this slave for its backlog") })
 	w.slave.waitStreaming(t, 30*time.Second)
+	t.Run("kill -9 during restore", func(t *testing.T) { w.killResyncMidRestore(t, ctx) })
+	t.Run("resync after the kill", func(t *testing.T) { resync(t, "an earlier restore did not finish") })
+	w.slave.waitStreaming(t, 30*time.Second)
 
 	l = startLoad(w.pool) // the re-seeded slave streams under load
 	time.Sleep(3 * time.Second)
@@ -79,4 +85,51 @@ func TestResync(t *testing.T) {
 	}
 	t.Run("tables equal", func(t *testing.T) { w.checkEqual(t, ctx) })
 	t.Run("stop", w.stopServices)
+}
+
+// killResyncMidRestore runs resync --force and kills it with SIGKILL once
+// its restore has marked the slave needs_resync, that is while it loads.
+func (w *world) killResyncMidRestore(t *testing.T, ctx context.Context) {
+	conn, err := pgx.Connect(ctx, w.slave.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var marked bool
+		if err := conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state`).Scan(&marked); err != nil {
+			t.Fatal(err)
+		}
+		if marked {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("resync ended before it could be killed mid-restore: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restore never started")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	var marked bool
+	if err := conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state`).Scan(&marked); err != nil || !marked {
+		t.Fatalf("after kill -9 mid-restore the slave is not marked needs_resync (%v, %v)", marked, err)
+	}
+	if st := w.slave.mustStatus(t); st.Running {
+		t.Fatalf("the slave service runs after resync was killed: %s", st)
+	}
 }
