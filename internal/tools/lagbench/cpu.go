@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // cpuUsage is the CPU time some processes used over a wall-clock interval.
@@ -82,9 +79,9 @@ type cpuMeter struct {
 
 func startCPU(procs []proc) *cpuMeter {
 	m := &cpuMeter{start: time.Now(), procs: procs}
-	m.busy, _ = systemBusy()
+	m.busy, _ = benchkit.SystemBusy()
 	for _, p := range procs {
-		t, err := procCPU(p.PID)
+		t, err := benchkit.ProcCPU(p.PID)
 		if err != nil {
 			t = -1
 		}
@@ -95,10 +92,10 @@ func startCPU(procs []proc) *cpuMeter {
 
 func (m *cpuMeter) stop() cpuUsage {
 	u := cpuUsage{Elapsed: time.Since(m.start)}
-	busy, _ := systemBusy()
+	busy, _ := benchkit.SystemBusy()
 	u.Busy = busy - m.busy
 	for i, p := range m.procs {
-		t, err := procCPU(p.PID)
+		t, err := benchkit.ProcCPU(p.PID)
 		d := t - m.cpu[i]
 		if err != nil || m.cpu[i] < 0 {
 			d = -1
@@ -111,7 +108,7 @@ func (m *cpuMeter) stop() cpuUsage {
 // idleBusy is the share of the machine's CPUs, in percent, that was busy
 // over d: what other work is running before a measurement starts.
 func idleBusy(ctx context.Context, d time.Duration) (float64, error) {
-	b0, err := systemBusy()
+	b0, err := benchkit.SystemBusy()
 	if err != nil {
 		return 0, err
 	}
@@ -121,49 +118,6 @@ func idleBusy(ctx context.Context, d time.Duration) (float64, error) {
 		return 0, ctx.Err()
 	case <-time.After(d):
 	}
-	b1, _ := systemBusy()
+	b1, _ := benchkit.SystemBusy()
 	return 100 * (b1 - b0).Seconds() / time.Since(t0).Seconds() / float64(runtime.NumCPU()), nil
 }
-
-// procCPU is the user and system CPU time a process has used.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name, in parentheses, may hold spaces: fields count
-	// from after its closing parenthesis (field 3, state, comes first).
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
-}
-
-// systemBusy is the CPU time all CPUs spent busy (not idle, not waiting
-// for I/O, not stolen) since boot, from /proc/stat.
-func systemBusy() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, fmt.Errorf("unexpected /proc/stat")
-	}
-	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 && i < 7 { // user nice system [idle iowait] irq softirq; guest is in user
-			busy += n
-		}
-	}
-	return time.Duration(busy) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc's CPU times on Linux.
-const clockTicks = 100

@@ -40,8 +40,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 type options struct {
@@ -127,7 +130,8 @@ func run(ctx context.Context, o options) error {
 		defer os.RemoveAll(dir)
 	}
 	if o.bin == "" && o.mode != "native" {
-		if o.bin, err = buildBinary(ctx, dir); err != nil {
+		o.bin = filepath.Join(dir, "bin", "schedsync")
+		if err = benchkit.BuildBinary(ctx, o.bin); err != nil {
 			return err
 		}
 	}

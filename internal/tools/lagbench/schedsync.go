@@ -5,15 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/service"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // schedsync is the system under test: a master and a slave sync service,
@@ -33,7 +33,7 @@ type node struct {
 }
 
 func (s *schedsync) setup(ctx context.Context) error {
-	port, err := freePort()
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return err
 	}
@@ -145,34 +145,5 @@ func (s *schedsync) close() {
 
 // run runs one schedsync command for the node and returns its output.
 func (n *node) run(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--config", n.config}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("schedsync %s (%s): %w\n%s", strings.Join(args, " "), n.name, err, out)
-	}
-	return out, nil
-}
-
-// buildBinary builds cmd/schedsync of the module this tool belongs to.
-func buildBinary(ctx context.Context, dir string) (string, error) {
-	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find the module: %w", err)
-	}
-	out := filepath.Join(dir, "bin", "schedsync")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/schedsync")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/schedsync: %w\n%s", err, b)
-	}
-	return out, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return benchkit.Run(ctx, n.bin, n.config, n.name, args...)
 }

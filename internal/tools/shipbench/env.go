@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/schedsync/schedsync/internal/pgtest"
 	"github.com/schedsync/schedsync/internal/quartz"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // env is the benchmark's world: a schedsync binary, one throwaway
@@ -61,7 +61,7 @@ func newEnv(ctx context.Context, o options) (*env, error) {
 func (e *env) setup(ctx context.Context) error {
 	if len(e.bins) == 0 {
 		bin := filepath.Join(e.dir, "schedsync")
-		if err := buildBinary(ctx, bin); err != nil {
+		if err := benchkit.BuildBinary(ctx, bin); err != nil {
 			return err
 		}
 		e.bins = []string{bin}
@@ -70,7 +70,7 @@ func (e *env) setup(ctx context.Context) error {
 	_, _ = rand.Read(tok)
 	e.token = hex.EncodeToString(tok)
 	var err error
-	if e.syncPort, err = freePort(); err != nil {
+	if e.syncPort, err = benchkit.FreePort(); err != nil {
 		return err
 	}
 	if e.cluster, err = pgtest.Start(ctx, pgtest.Options{Keep: e.keep}); err != nil {
@@ -86,30 +86,6 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	e.master, err = e.newNode("bench-master", "master", masterDB)
 	return err
-}
-
-// buildBinary builds cmd/schedsync of the module this tool belongs to.
-func buildBinary(ctx context.Context, out string) error {
-	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("find the module: %w", err)
-	}
-	// -buildvcs=auto, whatever GOFLAGS says: the report names the commit.
-	cmd := exec.CommandContext(ctx, "go", "build", "-buildvcs=auto", "-o", out, "./cmd/schedsync")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/schedsync: %w\n%s", err, b)
-	}
-	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func createQuartzSchema(ctx context.Context, url string) error {
@@ -231,19 +207,14 @@ func (n *node) remove() {
 	}
 }
 
-// run runs one schedsync command for the node and returns its output.
-func (n *node) run(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--config", n.config}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("schedsync %s (%s): %w\n%s", strings.Join(args, " "), n.name, err, out)
-	}
-	return out, nil
-}
-
 // stop stops the node's service if it runs; errors are only reported.
 func (n *node) stop() {
 	if _, err := n.run(context.Background(), "stop"); err != nil {
 		fmt.Fprintln(os.Stderr, "shipbench:", err)
 	}
+}
+
+// run runs one schedsync command for the node and returns its output.
+func (n *node) run(ctx context.Context, args ...string) ([]byte, error) {
+	return benchkit.Run(ctx, n.bin, n.config, n.name, args...)
 }

@@ -2,13 +2,14 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // procMem reads VmRSS and VmHWM (the peak RSS of the process's life) in
@@ -40,80 +41,26 @@ func parseKB(v string) int64 {
 	return n << 10
 }
 
-// procCPU is the user and system CPU time the process has used.
-func procCPU(pid int) (time.Duration, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return ticks(f[11]) + ticks(f[12]), nil
-}
-
 // treeCPU is the CPU time of a process and its children, the live ones and
 // those it has reaped: PostgreSQL's postmaster and its backends.
 func treeCPU(pid int) (time.Duration, error) {
-	f, err := procStat(pid)
+	f, err := benchkit.ProcStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	total := ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
+	total := benchkit.Ticks(f[11]) + benchkit.Ticks(f[12]) + benchkit.Ticks(f[13]) + benchkit.Ticks(f[14])
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if cf, err := procStat(child); err == nil && cf[1] == strconv.Itoa(pid) {
-			total += ticks(cf[11]) + ticks(cf[12])
+		if cf, err := benchkit.ProcStat(child); err == nil && cf[1] == strconv.Itoa(pid) {
+			total += benchkit.Ticks(cf[11]) + benchkit.Ticks(cf[12])
 		}
 	}
 	return total, nil
 }
-
-// procStat returns the fields of /proc/pid/stat after the command name,
-// in parentheses and possibly holding spaces: field 3 (state) comes first,
-// so field n of proc(5) is at index n-3.
-func procStat(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 15 {
-		return nil, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	return f, nil
-}
-
-func ticks(s string) time.Duration {
-	n, _ := strconv.ParseInt(s, 10, 64)
-	return time.Duration(n) * time.Second / clockTicks
-}
-
-// systemBusy is the CPU time all CPUs spent busy (not idle, not waiting
-// for I/O) since boot, from /proc/stat.
-func systemBusy() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, fmt.Errorf("unexpected /proc/stat")
-	}
-	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 && i < 7 { // not idle, iowait, steal; guest time is already in user
-			busy += n
-		}
-	}
-	return time.Duration(busy) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc's CPU times on Linux.
-const clockTicks = 100
 
 // sampler records the largest VmRSS seen for each process it watches.
 type sampler struct {

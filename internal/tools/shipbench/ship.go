@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/service"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // result is what one shipping run measured.
@@ -100,7 +102,7 @@ func ship(ctx context.Context, e *env, slave *node, masterPID int, b backlog, o 
 	r.MasterRSS, r.SlaveRSS, r.Samples = peaks[masterPID], peaks[sst.PID], n
 	_, r.MasterHWM, _ = procMem(masterPID)
 	_, r.SlaveHWM, _ = procMem(sst.PID)
-	r.SlaveCPU, _ = procCPU(sst.PID)
+	r.SlaveCPU, _ = benchkit.ProcCPU(sst.PID)
 	r.MasterCPU = after.master - before.master
 	r.PostgresCPU = after.postgres - before.postgres
 	r.OtherCPU = max(0, after.system-before.system-r.MasterCPU-r.SlaveCPU-r.PostgresCPU)
@@ -115,9 +117,9 @@ type cpuUse struct{ master, postgres, system time.Duration }
 // takeCPU reads the CPU times; one that cannot be read is 0.
 func takeCPU(masterPID, postmasterPID int) cpuUse {
 	var u cpuUse
-	u.master, _ = procCPU(masterPID)
+	u.master, _ = benchkit.ProcCPU(masterPID)
 	u.postgres, _ = treeCPU(postmasterPID)
-	u.system, _ = systemBusy()
+	u.system, _ = benchkit.SystemBusy()
 	return u
 }
 
@@ -150,9 +152,9 @@ func waitStatus(ctx context.Context, dir string, limit time.Duration, done func(
 func waitIdle(ctx context.Context, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		b0, _ := systemBusy()
+		b0, _ := benchkit.SystemBusy()
 		time.Sleep(time.Second)
-		b1, _ := systemBusy()
+		b1, _ := benchkit.SystemBusy()
 		if float64(b1-b0) < 0.1*float64(time.Second)*float64(runtime.NumCPU()) {
 			return
 		}

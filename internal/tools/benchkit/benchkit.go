@@ -1,0 +1,107 @@
+// Package benchkit holds what the benchmark tools (internal/tools/*bench)
+// share: building the schedsync binary, running its commands, loopback
+// ports, and reading CPU time from /proc. It is for those tools only.
+package benchkit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// BuildBinary builds cmd/schedsync of the module the tool belongs to into
+// out. -buildvcs=auto, whatever GOFLAGS says: reports name the commit.
+func BuildBinary(ctx context.Context, out string) error {
+	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("find the module: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-buildvcs=auto", "-o", out, "./cmd/schedsync")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/schedsync: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// Run runs `bin --config config args...` and returns its output; name
+// says which node in errors.
+func Run(ctx context.Context, bin, config, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--config", config}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("schedsync %s (%s): %w\n%s", strings.Join(args, " "), name, err, out)
+	}
+	return out, nil
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ClockTicks is USER_HZ, the unit of /proc's CPU times on Linux.
+const ClockTicks = 100
+
+// ProcStat returns the fields of /proc/PID/stat after the command name
+// (which, in parentheses, may hold spaces): index 0 is field 3, the state.
+func ProcStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return nil, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// Ticks converts a /proc CPU time field to a duration.
+func Ticks(field string) time.Duration {
+	n, _ := strconv.ParseInt(field, 10, 64)
+	return time.Duration(n) * time.Second / ClockTicks
+}
+
+// ProcCPU is the user and system CPU time a process has used.
+func ProcCPU(pid int) (time.Duration, error) {
+	f, err := ProcStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return Ticks(f[11]) + Ticks(f[12]), nil
+}
+
+// SystemBusy is the CPU time all CPUs spent busy (not idle, not waiting
+// for I/O, not stolen) since boot, from /proc/stat.
+func SystemBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, fmt.Errorf("unexpected /proc/stat")
+	}
+	var busy time.Duration
+	for i, v := range f[1:] {
+		if i != 3 && i != 4 && i < 7 { // user nice system [idle iowait] irq softirq; guest is in user
+			busy += Ticks(v)
+		}
+	}
+	return busy, nil
+}
