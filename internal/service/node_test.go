@@ -428,3 +428,72 @@ func TestMasterRefusesAnotherRepository(t *testing.T) {
 		return st.State == StateMasterUnavailable && strings.Contains(st.Error, "was captured from")
 	})
 }
+
+// TestSeveralSlavesAndRetention: two slaves stream from one master, which
+// lists both; while one is away, retention keeps what it still needs, and
+// releases it once it has caught up.
+func TestSeveralSlavesAndRetention(t *testing.T) {
+	masterURL, urlA, urlB := pgtest.NewDB(t), pgtest.NewDB(t), pgtest.NewDB(t)
+	schema := `CREATE TABLE t (id int PRIMARY KEY, payload text)`
+	for _, url := range []string{masterURL, urlA, urlB} {
+		mustExec(t, url, schema)
+	}
+	install(t, masterURL, "master")
+	install(t, urlA, "slave")
+	install(t, urlB, "slave")
+	mcfg := baseConfig(t, "master", masterURL)
+	mcfg.Spool.SegmentSize = 64 << 10
+	m, _ := startMaster(t, mcfg)
+	cfgA, cfgB := slaveConfig(t, urlA, m.addr), slaveConfig(t, urlB, m.addr)
+	cfgA.Node.Name, cfgB.Node.Name = "slave-a", "slave-b"
+	a := newSlave(t, cfgA)
+	if _, err := start(t, a, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b := newSlave(t, cfgB)
+	rb, err := start(t, b, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulk := func(from int) {
+		mustExec(t, masterURL, fmt.Sprintf(`INSERT INTO t SELECT g, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 10 + 0 * g))
+			FROM generate_series(%d, %d) g`, from, from+999))
+	}
+	caughtUp := func(s *Slave) func() bool {
+		return func() bool { return m.sp.DurablePosition() > 0 && s.applied.Load() == m.sp.DurablePosition() }
+	}
+	bulk(1)
+	waitFor(t, "both slaves to apply", 30*time.Second, func() bool { return caughtUp(a)() && caughtUp(b)() })
+	if st := m.Status(); len(st.Slaves) != 2 || !st.Slaves[0].Connected || !st.Slaves[1].Connected {
+		t.Fatalf("master lists %+v", st.Slaves)
+	}
+
+	rb.stop(t)
+	bAt := b.applied.Load()
+	for i := 1; i <= 4; i++ {
+		bulk(1000*i + 1)
+	}
+	waitFor(t, "slave a to apply", 30*time.Second, caughtUp(a))
+	if err := m.retain(); err != nil {
+		t.Fatal(err)
+	}
+	if first := m.sp.FirstPosition(); first > bAt+1 {
+		t.Fatalf("retention dropped position %d that the stopped slave-b (applied %d) still needs", first, bAt)
+	}
+	st := m.Status()
+	if !st.Slaves[0].Connected || st.Slaves[1].Connected || st.Slaves[1].BacklogBytes == 0 {
+		t.Fatalf("status while slave-b is away: %+v", st.Slaves)
+	}
+
+	b2 := newSlave(t, cfgB)
+	if _, err := start(t, b2, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "slave-b to catch up", 30*time.Second, caughtUp(b2))
+	waitFor(t, "retention to release what slave-b no longer needs", 15*time.Second, func() bool {
+		return m.sp.FirstPosition() > bAt+1
+	})
+	if a, b := tableFingerprint(t, urlA, "t"), tableFingerprint(t, urlB, "t"); a != b || a != tableFingerprint(t, masterURL, "t") {
+		t.Fatalf("slaves differ: %s / %s", a, b)
+	}
+}
