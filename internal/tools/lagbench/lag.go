@@ -10,7 +10,7 @@ import (
 type lagResult struct {
 	Samples []time.Duration // commit on the master → visible on the slave, one per probe
 	Bench   benchResult
-	CPU     cpuUsage // replication processes, during the probes
+	CPU     cpuUsage // every process of the measurement, during the probes
 	IdleCPU float64  // machine busy % in the second before pgbench started: other work
 }
 

@@ -99,8 +99,12 @@ func perSecond(n int64, d time.Duration) float64 {
 
 // printSummary prints the figures side by side, as a Markdown table.
 func printSummary(o options, rs []modeResult) {
-	fmt.Printf("\nsummary: pgbench -c %d -j %d --rate %d for %s (lag), unthrottled for %s (backlog)\n\n",
-		o.clients, o.threads, o.rate, o.duration, o.backlogDur)
+	observer := fmt.Sprintf("SELECT every %s", o.poll)
+	if o.observe == "notify" {
+		observer = "LISTEN/NOTIFY"
+	}
+	fmt.Printf("\nsummary: pgbench -c %d -j %d --rate %d for %s (lag; a probe every %s, seen on the slave by %s), unthrottled for %s (backlog)\n\n",
+		o.clients, o.threads, o.rate, o.duration, o.probeEvery, observer, o.backlogDur)
 	fmt.Println("| mode | probes | lag p50 | p90 | p99 | max | pgbench tps | latency avg | replication CPU | backlog tx | catch-up | tx/s | rows/s |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
