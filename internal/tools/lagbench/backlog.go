@@ -15,8 +15,10 @@ const rowsPerTxn = 4
 // pgbench transaction, so once it is visible on the slave all of them are.
 const markerID = 1 << 40
 
-// catchUpPoll is how often the catch-up is looked at.
-const catchUpPoll = 5 * time.Millisecond
+// catchUpPoll is how often the catch-up is looked at: often enough for a
+// catch-up of seconds, seldom enough not to slow it (each look is a status
+// request to the slave service and a query on the slave).
+const catchUpPoll = 10 * time.Millisecond
 
 // backlogResult is what the backlog run measured.
 type backlogResult struct {
@@ -40,7 +42,8 @@ func measureBacklog(ctx context.Context, o options, w *world, sys system) (backl
 		return r, fmt.Errorf("stop the slave: %w", err)
 	}
 	var err error
-	if r.Bench, err = startBench(ctx, w.master, w.masterURL(), o, o.backlogDur, 0).wait(); err != nil {
+	load := benchLoad{duration: o.backlogDur, txns: o.backlogTxns}
+	if r.Bench, err = startBench(ctx, w.master, w.masterURL(), o, load).wait(); err != nil {
 		return r, fmt.Errorf("pgbench: %w", err)
 	}
 	if _, err := w.insertProbe(ctx, markerID); err != nil {

@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/tools/benchkit"
@@ -17,7 +22,8 @@ type cpuUsage struct {
 
 type procUsage struct {
 	proc
-	CPU time.Duration // -1 when the process could not be read at both ends
+	CPU  time.Duration // -1 when the process could not be read at both ends
+	Wait time.Duration // runnable but waiting for a CPU (run queue), its threads summed
 }
 
 // percent is CPU time as a share of one CPU over the interval.
@@ -43,11 +49,13 @@ func (u cpuUsage) replication() time.Duration { return u.sum(func(p proc) bool {
 func (u cpuUsage) observer() time.Duration    { return u.sum(func(p proc) bool { return p.Observer }) }
 func (u cpuUsage) accounted() time.Duration   { return u.sum(func(proc) bool { return true }) }
 
-// labelUsage is the CPU time of the processes sharing a label.
+// labelUsage is the CPU and run-queue time of the processes sharing a
+// label.
 type labelUsage struct {
 	Label string
 	Repl  bool
 	CPU   time.Duration
+	Wait  time.Duration
 	N     int // processes
 }
 
@@ -64,6 +72,7 @@ func (u cpuUsage) byLabel() []labelUsage {
 			out = append(out, labelUsage{Label: p.Label, Repl: p.Repl})
 		}
 		out[i].CPU += max(p.CPU, 0)
+		out[i].Wait += p.Wait
 		out[i].N++
 	}
 	return out
@@ -75,6 +84,7 @@ type cpuMeter struct {
 	busy  time.Duration
 	procs []proc
 	cpu   []time.Duration
+	wait  []time.Duration
 }
 
 func startCPU(procs []proc) *cpuMeter {
@@ -86,6 +96,7 @@ func startCPU(procs []proc) *cpuMeter {
 			t = -1
 		}
 		m.cpu = append(m.cpu, t)
+		m.wait = append(m.wait, runQueueWait(p.PID))
 	}
 	return m
 }
@@ -100,7 +111,7 @@ func (m *cpuMeter) stop() cpuUsage {
 		if err != nil || m.cpu[i] < 0 {
 			d = -1
 		}
-		u.Procs = append(u.Procs, procUsage{proc: p, CPU: d})
+		u.Procs = append(u.Procs, procUsage{proc: p, CPU: d, Wait: max(0, runQueueWait(p.PID)-m.wait[i])})
 	}
 	return u
 }
@@ -120,4 +131,24 @@ func idleBusy(ctx context.Context, d time.Duration) (float64, error) {
 	}
 	b1, _ := benchkit.SystemBusy()
 	return 100 * (b1 - b0).Seconds() / time.Since(t0).Seconds() / float64(runtime.NumCPU()), nil
+}
+
+// runQueueWait is how long the threads of a process have been runnable
+// but waiting for a CPU, from /proc/PID/task/*/schedstat (its second
+// field, in ns). On a saturated machine this is where latency goes; threads
+// that have exited are missed, and 0 is returned where schedstat is absent.
+func runQueueWait(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var wait time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			wait += time.Duration(ns)
+		}
+	}
+	return wait
 }

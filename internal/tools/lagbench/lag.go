@@ -27,7 +27,7 @@ func measureLag(ctx context.Context, o options, w *world, sys system) (lagResult
 		return r, err
 	}
 	start := time.Now()
-	bench := startBench(ctx, w.master, w.masterURL(), o, o.duration, o.rate)
+	bench := startBench(ctx, w.master, w.masterURL(), o, benchLoad{duration: o.duration, rate: o.rate})
 	select {
 	case <-ctx.Done():
 		return r, ctx.Err()

@@ -20,16 +20,17 @@
 // -observe notify it LISTENs instead, and an ENABLE ALWAYS trigger on the
 // slave's lag_probe (it fires under session_replication_role = replica,
 // which both systems apply with) notifies at commit: no polling load on a
-// small machine, no polling granularity. The figures
-// are p50, p90, p99 and max of the samples, with pgbench's achieved rate
-// and latency and the CPU the replication processes used.
+// small machine, no polling granularity. The figures are p50, p90, p99
+// and max of the samples, with pgbench's achieved rate and latency, and the
+// CPU time and run-queue time (runnable, waiting for a CPU) of every
+// process of the measurement, labelled by what it does.
 //
 // Backlog: the slave stops (`schedsync stop`, or ALTER SUBSCRIPTION ...
-// DISABLE), pgbench runs unthrottled for -backlog-duration, a marker row is
-// inserted last, and once the master has captured everything the slave
-// starts again; the catch-up time is until the marker is visible on the
-// slave. Throughput is pgbench's transactions (4 row changes each) over
-// that time.
+// DISABLE), pgbench runs unthrottled for -backlog-duration (or
+// -backlog-txns transactions), a marker row is inserted last, and once the
+// master has captured everything the slave starts again; the catch-up time
+// is until the marker is visible on the slave. Throughput is pgbench's
+// transactions (4 row changes each) over that time.
 //
 // It is a measuring tool, not a test: it asserts nothing about speed.
 package main
@@ -60,6 +61,7 @@ type options struct {
 	poll        time.Duration
 	warmup      time.Duration
 	backlogDur  time.Duration
+	backlogTxns int
 	skipBacklog bool
 	keep        bool
 	logLevel    string
@@ -79,6 +81,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.poll, "poll", 200*time.Microsecond, "interval between two looks at the slave for a probe")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "pgbench time before the first probe")
 	flag.DurationVar(&o.backlogDur, "backlog-duration", 20*time.Second, "unthrottled pgbench time while the slave is stopped")
+	flag.IntVar(&o.backlogTxns, "backlog-txns", 0, "pgbench transactions while the slave is stopped, instead of -backlog-duration (the same backlog for both modes)")
 	flag.BoolVar(&o.skipBacklog, "skip-backlog", false, "measure lag only")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, spools, logs) and the clusters' files")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the schedsync services")
@@ -90,7 +93,7 @@ func parseFlags() options {
 		usage("-observe must be poll or notify")
 	}
 	if o.rate < 1 || o.clients < 1 || o.threads < 1 || o.scale < 1 || o.duration <= o.warmup ||
-		o.probeEvery <= 0 || o.poll <= 0 || o.backlogDur <= 0 {
+		o.probeEvery <= 0 || o.poll <= 0 || o.backlogDur <= 0 || o.backlogTxns < 0 {
 		usage("-rate, -clients, -threads and -scale must be at least 1, -duration longer than -warmup, intervals positive")
 	}
 	return o

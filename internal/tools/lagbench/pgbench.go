@@ -30,13 +30,25 @@ type benchRun struct {
 	err  error
 }
 
+// benchLoad is how much pgbench runs: for a duration, or a number of
+// transactions (split over the clients); at a rate, or unthrottled (0).
+type benchLoad struct {
+	duration time.Duration
+	txns     int
+	rate     int
+}
+
 // startBench runs pgbench's default (TPC-B-like) script on the master
-// without vacuuming first: -c clients -j threads -T duration [--rate].
-func startBench(ctx context.Context, c *pgtest.Cluster, url string, o options, d time.Duration, rate int) *benchRun {
-	args := []string{"-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.threads),
-		"-T", strconv.Itoa(int(d.Round(time.Second).Seconds()))}
-	if rate > 0 {
-		args = append(args, "--rate", strconv.Itoa(rate))
+// without vacuuming first: -c clients -j threads, -T or -t, [--rate].
+func startBench(ctx context.Context, c *pgtest.Cluster, url string, o options, load benchLoad) *benchRun {
+	args := []string{"-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.threads)}
+	if load.txns > 0 {
+		args = append(args, "-t", strconv.Itoa(max(1, load.txns/o.clients)))
+	} else {
+		args = append(args, "-T", strconv.Itoa(int(load.duration.Round(time.Second).Seconds())))
+	}
+	if load.rate > 0 {
+		args = append(args, "--rate", strconv.Itoa(load.rate))
 	}
 	b := &benchRun{done: make(chan struct{})}
 	cmd := exec.CommandContext(ctx, c.Bin("pgbench"), append(args, url)...)

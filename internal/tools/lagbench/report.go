@@ -60,13 +60,14 @@ func printModeResult(r modeResult) {
 }
 
 func printCPU(u cpuUsage, idle float64) {
-	fmt.Printf("  CPU over %s, %% of one CPU (%d CPUs = %d%%):\n", u.Elapsed.Round(time.Millisecond), runtime.NumCPU(), 100*runtime.NumCPU())
+	fmt.Printf("  CPU over %s, %% of one CPU (%d CPUs = %d%%), and time runnable but waiting for a CPU, %% of the interval:\n",
+		u.Elapsed.Round(time.Millisecond), runtime.NumCPU(), 100*runtime.NumCPU())
 	for _, l := range u.byLabel() {
 		label := l.Label
 		if l.Repl {
 			label += " *"
 		}
-		fmt.Printf("    %-36s %6.1f%%  (%d processes)\n", label, u.percent(l.CPU), l.N)
+		fmt.Printf("    %-36s %6.1f%%  run queue %5.1f%%  (%d processes)\n", label, u.percent(l.CPU), u.percent(l.Wait), l.N)
 	}
 	fmt.Printf("    %-36s %6.1f%%\n", "replication (marked *)", u.percent(u.replication()))
 	fmt.Printf("    %-36s %6.1f%%\n", "observer (lagbench and its backends)", u.percent(u.observer()))
@@ -103,8 +104,12 @@ func printSummary(o options, rs []modeResult) {
 	if o.observe == "notify" {
 		observer = "LISTEN/NOTIFY"
 	}
-	fmt.Printf("\nsummary: pgbench -c %d -j %d --rate %d for %s (lag; a probe every %s, seen on the slave by %s), unthrottled for %s (backlog)\n\n",
-		o.clients, o.threads, o.rate, o.duration, o.probeEvery, observer, o.backlogDur)
+	backlog := "for " + o.backlogDur.String()
+	if o.backlogTxns > 0 {
+		backlog = fmt.Sprintf("-t %d per client", max(1, o.backlogTxns/o.clients))
+	}
+	fmt.Printf("\nsummary: pgbench -c %d -j %d --rate %d for %s (lag; a probe every %s, seen on the slave by %s), unthrottled %s (backlog)\n\n",
+		o.clients, o.threads, o.rate, o.duration, o.probeEvery, observer, backlog)
 	fmt.Println("| mode | probes | lag p50 | p90 | p99 | max | pgbench tps | latency avg | replication CPU | backlog tx | catch-up | tx/s | rows/s |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
