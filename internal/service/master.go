@@ -222,17 +222,25 @@ func (m *Master) wireState() (string, <-chan struct{}) {
 // retentionLoop enforces spool.max_backlog on slaves that stay away and
 // deletes the segments no slave that still counts needs.
 func (m *Master) retentionLoop(ctx context.Context) error {
-	t := time.NewTicker(2 * time.Second)
+	every(ctx, 2*time.Second, func() {
+		if err := m.retain(); err != nil {
+			m.log.Warn("spool retention", "err", err)
+		}
+	})
+	return nil
+}
+
+// every runs fn every d until ctx is done.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
-		if err := m.retain(); err != nil {
-			m.log.Warn("spool retention", "err", err)
-		}
+		fn()
 	}
 }
 

@@ -85,20 +85,14 @@ func (s *Slave) launchResync(configPath string) error {
 // with. What is applied is committed in the slave repository (with the
 // position), so those changes are never needed again.
 func (s *Slave) retentionLoop(ctx context.Context) error {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	every(ctx, 2*time.Second, func() {
 		applied := s.applied.Load()
 		if applied+1 <= s.sp.FirstPosition() {
-			continue
+			return
 		}
 		if err := s.sp.TruncateBefore(applied + 1); err != nil {
 			s.log.Warn("slave spool retention", "err", err)
 		}
-	}
+	})
+	return nil
 }
