@@ -118,9 +118,15 @@ func (s *session) clearConflict(ctx context.Context, tx pgx.Tx, c *change.Change
 	if len(cols) == 0 {
 		return fmt.Errorf("constraint %s is not a unique constraint of %s (a unique index without a constraint?)", constraint, t.qname)
 	}
+	// A column a partial update did not send has no value here: a unique
+	// column left unchanged cannot be matched (an error below), and a
+	// primary key column left unchanged drops out of the own-row exclusion,
+	// which then spares more rows, never fewer.
 	val := map[string]change.Value{}
 	for i, col := range c.Columns {
-		val[col] = c.New[i]
+		if !c.New[i].Unchanged {
+			val[col] = c.New[i]
+		}
 	}
 	var conds, own []string
 	var args []any

@@ -16,6 +16,16 @@
 // foreign-key checks do not fire on replicated rows, and with the same
 // output settings capture pinned, so that text values compare exactly.
 //
+// An update whose new row lacks values that were not sent (unchanged
+// TOASTed values in logical capture) cannot be an upsert: it is an UPDATE of
+// the sent columns of the row where it stands, and the slave keeps its own
+// value for the others. Such an update of a row the slave does not hold
+// does nothing. That only happens when replaying onto a snapshot that holds
+// a later state, and the row's later full image (an insert) or its delete
+// comes later in the stream. A partial update that changed the primary key
+// never moves the row over one already at the new key (see
+// updateMovingKey).
+//
 // When a group fails on a unique-constraint conflict between rows (which
 // happens when replaying onto a restored snapshot that already holds later
 // versions of rows), the group is rolled back and applied again change by

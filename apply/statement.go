@@ -33,6 +33,9 @@ func (t *table) statements(c *change.Change) ([]stmt, error) {
 	case change.Insert:
 		return []stmt{t.upsert(c.Columns, c.New)}, nil
 	case change.Update:
+		if c.Partial() {
+			return t.partialUpdate(c), nil
+		}
 		if len(t.pk) > 0 && !keyChanged(c) {
 			return []stmt{t.upsert(c.Columns, c.New)}, nil
 		}
@@ -43,11 +46,12 @@ func (t *table) statements(c *change.Change) ([]stmt, error) {
 	return nil, fmt.Errorf("apply: %s is not a row change", c.Op)
 }
 
-// keyChanged reports whether an update moved the row to another key.
+// keyChanged reports whether an update moved the row to another key. A key
+// column whose new value is Unchanged (not sent) kept its old value.
 func keyChanged(c *change.Change) bool {
 	for i, k := range c.KeyColumns {
 		for j, col := range c.Columns {
-			if col == k && c.New[j] != c.OldKey[i] {
+			if col == k && !c.New[j].Unchanged && c.New[j] != c.OldKey[i] {
 				return true
 			}
 		}
@@ -106,23 +110,37 @@ func (t *table) delete(cols []string, vals []change.Value) stmt {
 	key := fmt.Sprintf("D%v\x00%s", byPK, strings.Join(cols, "\x00"))
 	sql, ok := t.stmts[key]
 	if !ok {
-		conds := make([]string, len(cols))
-		for i, c := range cols {
-			if byPK {
-				conds[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.cast(i+1, c))
-			} else {
-				conds[i] = fmt.Sprintf("%s::text IS NOT DISTINCT FROM $%d::text", change.QuoteIdent(c), i+1)
-			}
-		}
-		where := strings.Join(conds, " AND ")
 		if byPK {
-			sql = fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, where)
+			sql = fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, t.keyMatch(cols, 1))
 		} else {
-			sql = fmt.Sprintf("DELETE FROM %s WHERE ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", t.qname, t.qname, where)
+			sql = fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, t.oneRowMatch(cols, 1))
 		}
 		t.stmts[key] = sql
 	}
 	return stmt{sql: sql, args: args(vals)}
+}
+
+// keyMatch is the condition that cols equal parameters first, first+1, ...
+// cast to the columns' types: an equality match on a key.
+func (t *table) keyMatch(cols []string, first int) string {
+	conds := make([]string, len(cols))
+	for i, c := range cols {
+		conds[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.cast(first+i, c))
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// oneRowMatch is the condition that picks one row whose cols have the text
+// of parameters first, first+1, ...: an identity that is not a key (a full
+// row) may match several identical rows, of which the master changed one.
+// Text comparison is exact under the pinned output settings, and works for
+// types without an equality operator (json, point).
+func (t *table) oneRowMatch(cols []string, first int) string {
+	conds := make([]string, len(cols))
+	for i, c := range cols {
+		conds[i] = fmt.Sprintf("%s::text IS NOT DISTINCT FROM $%d::text", change.QuoteIdent(c), first+i)
+	}
+	return fmt.Sprintf("ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", t.qname, strings.Join(conds, " AND "))
 }
 
 // truncate truncates a set of tables in one statement, as the master's

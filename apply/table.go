@@ -93,7 +93,9 @@ func loadTable(ctx context.Context, conn *pgx.Conn, qname string) (*table, error
 	return t, rows.Err()
 }
 
-// check refuses a change whose columns the slave table cannot hold.
+// check refuses a change whose columns the slave table cannot hold. That
+// includes columns a partial update did not send (Unchanged): the master
+// has them, so a slave without them would be missing data.
 func (t *table) check(c *change.Change) error {
 	for _, cols := range [][]string{c.Columns, c.KeyColumns} {
 		for _, col := range cols {

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -17,6 +18,13 @@ const (
 	rowTrigger       = "schedsync_capture_row"
 	statementTrigger = "schedsync_capture_statement"
 )
+
+// ReplicatedCondition is an SQL condition on pg_class c that holds for the
+// tables capture replicates, in either mode: they carry the capture
+// trigger, or they are in the publication.
+const ReplicatedCondition = `(EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '` + rowTrigger + `')
+	OR EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+	           WHERE p.pubname = '` + PublicationName + `' AND pr.prrelid = c.oid))`
 
 // installLockKey serialises concurrent installs (pg_advisory_xact_lock).
 const installLockKey = 0x5c4ed5c1
@@ -34,6 +42,9 @@ type InstallOptions struct {
 	// Role is "master" (capture objects and triggers) or "slave" (only the
 	// state tables).
 	Role string
+	// Mode is the capture mode on a master: "trigger" (the default) or
+	// "logical".
+	Mode string
 }
 
 // InstallReport says what install found and did.
@@ -49,6 +60,33 @@ type InstallReport struct {
 	NoPK []string
 	// SchemaCreated is true when this run created or upgraded schema schedsync.
 	SchemaCreated bool
+
+	// Logical mode only.
+	//
+	// Unlogged are tables that match but are not replicated: logical
+	// decoding cannot see their changes.
+	Unlogged []string
+	// IdentityFull are the tables without a primary key that this run set
+	// to REPLICA IDENTITY FULL (capture.allow_no_pk).
+	IdentityFull []string
+	// Publication and Slot name the publication and the replication slot;
+	// SlotCreated is true when this run created the slot.
+	Publication, Slot string
+	SlotCreated       bool
+}
+
+// Capture modes.
+const (
+	ModeTrigger = "trigger"
+	ModeLogical = "logical"
+)
+
+// ModeConflictError refuses to install one capture mode over the other.
+type ModeConflictError struct{ Installed, Wanted string }
+
+func (e *ModeConflictError) Error() string {
+	return fmt.Sprintf("schedsync is installed in this repository for capture.mode = %s, not %s; to switch modes stop the master service (schedsync stop), run schedsync uninstall, then schedsync install, start the master again and re-seed every slave with schedsync resync --force (README: Switching capture modes)",
+		e.Installed, e.Wanted)
 }
 
 // NoPrimaryKeyError refuses tables without a primary key.
@@ -68,11 +106,20 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 	if opts.Role != "master" && opts.Role != "slave" {
 		return rep, fmt.Errorf("install: role %q is not master or slave", opts.Role)
 	}
+	if opts.Mode == "" {
+		opts.Mode = ModeTrigger
+	}
+	if opts.Mode != ModeTrigger && opts.Mode != ModeLogical {
+		return rep, fmt.Errorf("install: capture mode %q is not trigger or logical", opts.Mode)
+	}
+	if opts.Role == "master" && opts.Mode == ModeLogical {
+		return installLogical(ctx, conn, opts)
+	}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
 		}
-		created, err := installSchema(ctx, tx, opts.Role)
+		created, err := installSchema(ctx, tx, opts.Role, opts.Mode)
 		if err != nil {
 			return err
 		}
@@ -86,40 +133,80 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 }
 
 // installSchema runs the SQL scripts unless this schema version (and, on a
-// master, the capture objects) is already there.
-func installSchema(ctx context.Context, tx pgx.Tx, role string) (bool, error) {
+// master, the capture objects of mode) is already there. It refuses to
+// install one capture mode over the other.
+func installSchema(ctx context.Context, tx pgx.Tx, role, mode string) (bool, error) {
 	want := sqlfiles.SchemaVersion + "/" + role
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass('schedsync.meta') IS NOT NULL`).Scan(&exists); err != nil {
 		return false, fmt.Errorf("look for schedsync.meta: %w", err)
 	}
-	var have *string
+	var have, haveMode *string
 	if exists {
-		err := tx.QueryRow(ctx, `SELECT max(value) FROM schedsync.meta WHERE key = 'version'`).Scan(&have)
+		err := tx.QueryRow(ctx, `SELECT max(value) FILTER (WHERE key = 'version'), max(value) FILTER (WHERE key = 'capture_mode')
+			FROM schedsync.meta`).Scan(&have, &haveMode)
 		if err != nil {
 			return false, fmt.Errorf("read schedsync.meta: %w", err)
+		}
+	}
+	if role == "master" {
+		installed, err := installedMode(ctx, tx, haveMode)
+		if err != nil {
+			return false, err
+		}
+		if installed != "" && installed != mode {
+			return false, &ModeConflictError{Installed: installed, Wanted: mode}
 		}
 	}
 	// A master's objects are a superset of a slave's.
 	if have != nil && (*have == want || *have == sqlfiles.SchemaVersion+"/master") {
 		return false, nil
 	}
-	return true, runScripts(ctx, tx, role, want)
+	return true, runScripts(ctx, tx, role, mode, want)
 }
 
-func runScripts(ctx context.Context, tx pgx.Tx, role, version string) error {
+// installedMode is the capture mode installed on a master: recorded in
+// schedsync.meta, or trigger when only an audit table from before the
+// mode was recorded says so; "" when none is.
+func installedMode(ctx context.Context, tx pgx.Tx, recorded *string) (string, error) {
+	if recorded != nil {
+		return *recorded, nil
+	}
+	var audit bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('schedsync.audit') IS NOT NULL`).Scan(&audit); err != nil {
+		return "", fmt.Errorf("look for schedsync.audit: %w", err)
+	}
+	if audit {
+		return ModeTrigger, nil
+	}
+	return "", nil
+}
+
+func runScripts(ctx context.Context, tx pgx.Tx, role, mode, version string) error {
 	if _, err := tx.Exec(ctx, sqlfiles.State); err != nil {
 		return fmt.Errorf("create schedsync state tables: %w", err)
 	}
 	if role == "master" {
-		if _, err := tx.Exec(ctx, sqlfiles.Capture); err != nil {
-			return fmt.Errorf("create capture objects: %w", err)
+		if _, err := tx.Exec(ctx, sqlfiles.CaptureState); err != nil {
+			return fmt.Errorf("create capture state: %w", err)
+		}
+		if mode == ModeTrigger {
+			if _, err := tx.Exec(ctx, sqlfiles.Capture); err != nil {
+				return fmt.Errorf("create capture objects: %w", err)
+			}
+		}
+		if err := setMeta(ctx, tx, "capture_mode", mode); err != nil {
+			return err
 		}
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ('version', $1)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, version)
+	return setMeta(ctx, tx, "version", version)
+}
+
+func setMeta(ctx context.Context, tx pgx.Tx, key, value string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, key, value)
 	if err != nil {
-		return fmt.Errorf("record schema version: %w", err)
+		return fmt.Errorf("record %s in schedsync.meta: %w", key, err)
 	}
 	return nil
 }
@@ -178,6 +265,9 @@ type tableRef struct {
 	schema, name string
 	hasPK        bool
 	hasTrigger   bool
+	unlogged     bool
+	// replIdent is pg_class.relreplident: d(efault), f(ull), n(othing), i(ndex).
+	replIdent byte
 }
 
 func (t tableRef) String() string { return t.schema + "." + t.name }
@@ -192,7 +282,8 @@ func listTables(ctx context.Context, tx pgx.Tx, schemas []string) ([]tableRef, e
 	rows, err := tx.Query(ctx, `
 		SELECT n.nspname, c.relname,
 		       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-		       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = $2)
+		       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = $2),
+		       c.relpersistence = 'u', c.relreplident::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'r' AND n.nspname = ANY($1) AND n.nspname <> 'schedsync'
 		ORDER BY 1, 2`, schemas, rowTrigger)
@@ -201,7 +292,11 @@ func listTables(ctx context.Context, tx pgx.Tx, schemas []string) ([]tableRef, e
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (tableRef, error) {
 		var t tableRef
-		err := r.Scan(&t.schema, &t.name, &t.hasPK, &t.hasTrigger)
+		var ident string
+		err := r.Scan(&t.schema, &t.name, &t.hasPK, &t.hasTrigger, &t.unlogged, &ident)
+		if ident != "" {
+			t.replIdent = ident[0]
+		}
 		return t, err
 	})
 }
@@ -247,10 +342,20 @@ func dropTriggers(ctx context.Context, tx pgx.Tx, t tableRef) error {
 	return nil
 }
 
-// Uninstall drops the capture triggers from every table and schema
-// schedsync. It touches nothing else, and is a no-op when nothing is
-// installed.
+// Uninstall drops what install created, in either capture mode: the
+// replication slot (first, and refused while the master service reads
+// from it, so a failed uninstall never leaves a slot without its owner),
+// the publication, the capture triggers, schema schedsync, and the REPLICA
+// IDENTITY FULL that install set. It touches nothing else, and is a no-op
+// when nothing is installed.
 func Uninstall(ctx context.Context, conn *pgx.Conn) error {
+	var dbOID uint32
+	if err := conn.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&dbOID); err != nil {
+		return fmt.Errorf("read the database oid: %w", err)
+	}
+	if err := dropSlot(ctx, conn, SlotName(dbOID)); err != nil {
+		return err
+	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
@@ -264,11 +369,44 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 				return err
 			}
 		}
+		if _, err := tx.Exec(ctx, `DROP PUBLICATION IF EXISTS `+PublicationName); err != nil {
+			return fmt.Errorf("drop publication %s: %w", PublicationName, err)
+		}
+		if err := resetReplicaIdentity(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS schedsync CASCADE`); err != nil {
 			return fmt.Errorf("drop schema schedsync: %w", err)
 		}
 		return nil
 	})
+}
+
+// resetReplicaIdentity puts back REPLICA IDENTITY DEFAULT on the tables
+// install set to FULL, if they still exist and are still FULL.
+func resetReplicaIdentity(ctx context.Context, tx pgx.Tx) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('schedsync.meta') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	list, err := getMeta(ctx, tx, "replica_identity_full")
+	if err != nil {
+		return err
+	}
+	for _, qname := range splitList(list) {
+		var full *bool
+		err := tx.QueryRow(ctx, `SELECT relreplident = 'f' FROM pg_class WHERE oid = to_regclass($1)`, qname).Scan(&full)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && (full == nil || !*full)) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up %s: %w", qname, err)
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s REPLICA IDENTITY DEFAULT`, qname)); err != nil {
+			return fmt.Errorf("reset the replica identity of %s: %w", qname, err)
+		}
+	}
+	return nil
 }
 
 // matchTables reports whether a table passes the repository.tables filter.

@@ -62,18 +62,17 @@ func (m *memSink) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (m *memSink) XIDsAfter(ctx context.Context, pos uint64, keep func(uint64) bool) ([]uint64, uint64, error) {
+func (m *memSink) HeadersAfter(ctx context.Context, pos uint64, fn func(uint64, change.TxnHeader)) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var xids []uint64
 	var last uint64
 	for i := 0; i < m.durable; i++ {
-		if m.pos[i] > pos && keep(m.txns[i].XID) {
-			xids = append(xids, m.txns[i].XID)
+		if m.pos[i] > pos {
+			fn(m.pos[i], m.txns[i].TxnHeader)
 		}
 		last = m.pos[i]
 	}
-	return xids, last, nil
+	return last, nil
 }
 
 func (m *memSink) LastPosition() uint64 {

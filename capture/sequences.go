@@ -24,8 +24,13 @@ func newSequenceSampler(schemas []string) *sequenceSampler {
 	return &sequenceSampler{schemas: schemas, last: map[string]string{}}
 }
 
+// querier is a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
 // sample returns the sequence changes since the last sample, or nil.
-func (s *sequenceSampler) sample(ctx context.Context, q pgx.Tx) ([]change.Change, error) {
+func (s *sequenceSampler) sample(ctx context.Context, q querier) ([]change.Change, error) {
 	rows, err := q.Query(ctx, `SELECT schemaname, sequencename, last_value::text FROM pg_sequences
 		WHERE schemaname = ANY ($1) AND schemaname <> 'schedsync' AND last_value IS NOT NULL ORDER BY 1, 2`, s.schemas)
 	if err != nil {

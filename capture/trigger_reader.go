@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,28 +21,13 @@ type Sink interface {
 	Append(ctx context.Context, src change.TxnSource) (uint64, error)
 	// Sync returns once everything appended is durable.
 	Sync(ctx context.Context) error
-	// XIDsAfter lists the source XIDs for which keep is true among the
-	// durable transactions after position pos, and the last durable
-	// position.
-	XIDsAfter(ctx context.Context, pos uint64, keep func(xid uint64) bool) (xids []uint64, last uint64, err error)
+	// HeadersAfter calls fn with the position and header of every durable
+	// transaction after position pos, in order, and returns the last
+	// durable position. Crash recovery uses it to find what was spooled
+	// but not yet confirmed in the master repository.
+	HeadersAfter(ctx context.Context, pos uint64, fn func(pos uint64, h change.TxnHeader)) (last uint64, err error)
 	// LastPosition is the position of the last transaction appended.
 	LastPosition() uint64
-}
-
-// SnapshotFunc runs inside the snapshot of a capture poll that delivered
-// every transaction it could see: the snapshot holds exactly the
-// transactions at and before the position the request reports.
-type SnapshotFunc func(ctx context.Context, tx pgx.Tx) error
-
-type snapshotRequest struct {
-	fn   SnapshotFunc
-	done chan SnapshotResult
-}
-
-// SnapshotResult is what a snapshot request gets back.
-type SnapshotResult struct {
-	Position uint64
-	Err      error
 }
 
 // notifyChannel is the channel capture_statement() notifies.
@@ -81,34 +65,14 @@ type TriggerReader struct {
 	// deleted; it is confirmed before anything else is read.
 	pending *confirmation
 
-	snapMu sync.Mutex
-	snaps  []snapshotRequest
+	snaps snapshotQueue
 }
 
 // RequestSnapshot asks the capture loop to run fn in the snapshot of its
 // next poll that drains the audit table (at most a poll interval away) and
 // to report the spool position that snapshot equals, once durable.
 func (r *TriggerReader) RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult {
-	done := make(chan SnapshotResult, 1)
-	r.snapMu.Lock()
-	r.snaps = append(r.snaps, snapshotRequest{fn: fn, done: done})
-	r.snapMu.Unlock()
-	return done
-}
-
-func (r *TriggerReader) takeSnapshots() []snapshotRequest {
-	r.snapMu.Lock()
-	defer r.snapMu.Unlock()
-	s := r.snaps
-	r.snaps = nil
-	return s
-}
-
-// failSnapshots answers waiting requests when the reader stops.
-func (r *TriggerReader) failSnapshots(err error) {
-	for _, s := range r.takeSnapshots() {
-		s.done <- SnapshotResult{Err: err}
-	}
+	return r.snaps.request(fn)
 }
 
 type confirmation struct {
@@ -152,7 +116,7 @@ func (r *TriggerReader) Serve(ctx context.Context) (err error) {
 		if why == nil {
 			why = ctx.Err()
 		}
-		r.failSnapshots(fmt.Errorf("capture stopped: %w", why))
+		r.snaps.fail(fmt.Errorf("capture stopped: %w", why))
 	}()
 	for {
 		n, err := r.Poll(ctx)
@@ -234,7 +198,12 @@ func (r *TriggerReader) recover(ctx context.Context) error {
 		}
 		inAudit[x] = true
 	}
-	xids, last, err := r.sink.XIDsAfter(ctx, uint64(pos), func(x uint64) bool { return inAudit[x] })
+	var xids []uint64
+	last, err := r.sink.HeadersAfter(ctx, uint64(pos), func(_ uint64, h change.TxnHeader) {
+		if inAudit[h.XID] {
+			xids = append(xids, h.XID)
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("list spooled transactions after position %d: %w", pos, err)
 	}
@@ -280,7 +249,7 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 	}
 	var conf *confirmation
 	var seqs []change.Change
-	snaps := r.takeSnapshots()
+	snaps := r.snaps.take()
 	var snapErr error
 	err := pgx.BeginTxFunc(ctx, r.conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 		func(tx pgx.Tx) error {
@@ -300,7 +269,7 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 				conf.position = pos
 			}
 			if !complete {
-				r.requeue(snaps)
+				r.snaps.requeue(snaps)
 				snaps = nil
 			}
 			// Before sampling: the sequences a snapshot reads are then at
@@ -314,21 +283,22 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 			return err
 		})
 	if err != nil {
-		r.requeue(snaps)
+		r.snaps.requeue(snaps)
 		return 0, err
 	}
 	if conf == nil && seqs == nil && len(snaps) == 0 {
 		return 0, nil
 	}
 	if err := r.sink.Sync(ctx); err != nil {
-		r.requeue(snaps)
+		r.snaps.requeue(snaps)
 		return 0, fmt.Errorf("make captured transactions durable: %w", err)
 	}
 	if r.seqs != nil {
 		r.seqs.shipped(seqs)
 	}
 	for _, sn := range snaps {
-		sn.done <- SnapshotResult{Position: r.sink.LastPosition(), Err: snapErr}
+		last := r.sink.LastPosition()
+		sn.done <- SnapshotResult{Position: last, SequencesAt: last, Err: snapErr}
 	}
 	if conf == nil {
 		return 0, nil
@@ -338,16 +308,6 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return len(conf.xids), nil
-}
-
-// requeue puts snapshot requests back for the next poll.
-func (r *TriggerReader) requeue(snaps []snapshotRequest) {
-	if len(snaps) == 0 {
-		return
-	}
-	r.snapMu.Lock()
-	r.snaps = append(snaps, r.snaps...)
-	r.snapMu.Unlock()
 }
 
 // sampleSequences appends the sequences that moved as a transaction of

@@ -22,16 +22,6 @@ CREATE TABLE IF NOT EXISTS schedsync.audit (
     PRIMARY KEY (txid, id)
 );
 
--- The spool position of the last batch whose audit rows were deleted. At
--- start the reader deletes the audit rows of the transactions the spool holds
--- after it: they were made durable just before a crash.
-CREATE TABLE IF NOT EXISTS schedsync.capture_state (
-    id         int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    position   bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO schedsync.capture_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
-
 -- SECURITY DEFINER: the scheduler's own role needs no grant on schema
 -- schedsync to write its tables. search_path is pinned for safety and so
 -- that regclass-like values print fully qualified.

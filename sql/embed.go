@@ -9,13 +9,19 @@ import _ "embed"
 // SchemaVersion is recorded in schedsync.meta. Install re-runs the scripts
 // only when the recorded version differs, so a second install changes
 // nothing.
-const SchemaVersion = "2"
+const SchemaVersion = "3"
 
 // State creates schema schedsync with the tables every node has: the
 // metadata row and the apply state of a slave.
 //
 //go:embed state.sql
 var State string
+
+// CaptureState creates the capture state table every master has, in
+// either capture mode.
+//
+//go:embed capture_state.sql
+var CaptureState string
 
 // Capture creates the audit table and the trigger functions of trigger
 // capture on a master.

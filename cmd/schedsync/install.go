@@ -15,12 +15,14 @@ import (
 func (a *app) newInstallCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "install",
-		Short: "Create the capture triggers (master) or state tables (slave) in the repository",
+		Short: "Create the capture objects (master) or state tables (slave) in the repository",
 		Long: `install creates schema schedsync in this node's repository database: on a
-master the audit table and the capture triggers on every replicated table,
-on a slave the state table that records the applied position. It is
-idempotent: running it again changes only what is missing, such as triggers
-for tables created since.`,
+master the capture objects of capture.mode (trigger: the audit table and the
+capture triggers on every replicated table; logical: a publication of the
+replicated tables and a pgoutput replication slot, after checking wal_level
+and the slot and sender limits), on a slave the state table that records
+the applied position. It is idempotent: running it again changes only what
+is missing, such as capture for tables created since.`,
 		Args: cobra.NoArgs,
 		RunE: a.withConfig(a.runInstall),
 	}
@@ -39,6 +41,7 @@ func (a *app) runInstall(cmd *cobra.Command, cfg *config.Config, _ []string) err
 		Tables:    cfg.Repository.Tables,
 		AllowNoPK: cfg.Capture.AllowNoPK,
 		Role:      string(cfg.Node.Role),
+		Mode:      string(cfg.Capture.Mode),
 	})
 	if err != nil {
 		return err // capture's errors say what to do (e.g. capture.allow_no_pk)
@@ -59,11 +62,23 @@ func printInstallReport(w io.Writer, cfg *config.Config, r capture.InstallReport
 		fmt.Fprintln(w, "the state tables are in place; the sync service will apply changes here")
 		return
 	}
+	what := "triggers"
+	if cfg.Capture.Mode == config.CaptureLogical {
+		what = "publication membership"
+		fmt.Fprintf(w, "capture.mode = logical: publication %s, replication slot %s", r.Publication, r.Slot)
+		if r.SlotCreated {
+			fmt.Fprint(w, " (created)")
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "captured tables (%d) in schemas %s:\n", len(r.Tables), strings.Join(cfg.Repository.Schemas, ", "))
 	for _, t := range r.Tables {
 		var notes []string
 		if slices.Contains(r.Added, t) {
-			notes = append(notes, "triggers added")
+			notes = append(notes, what+" added")
+		}
+		if slices.Contains(r.IdentityFull, t) {
+			notes = append(notes, "set to REPLICA IDENTITY FULL")
 		}
 		if slices.Contains(r.NoPK, t) {
 			notes = append(notes, "no primary key: rows identified by the full row")
@@ -75,17 +90,21 @@ func printInstallReport(w io.Writer, cfg *config.Config, r capture.InstallReport
 		fmt.Fprintln(w, line)
 	}
 	for _, t := range r.Removed {
-		fmt.Fprintf(w, "  %s  (triggers dropped: no longer matches repository.schemas / repository.tables)\n", t)
+		fmt.Fprintf(w, "  %s  (%s dropped: no longer matches repository.schemas / repository.tables)\n", t, what)
+	}
+	if len(r.Unlogged) > 0 {
+		fmt.Fprintf(w, "warning: unlogged tables are NOT replicated, logical decoding cannot see their changes: %s; make them logged (ALTER TABLE ... SET LOGGED) or use capture.mode = trigger\n",
+			strings.Join(r.Unlogged, ", "))
 	}
 	switch {
 	case len(r.Tables) == 0:
 		fmt.Fprintln(w, "warning: no table matches repository.schemas and repository.tables; nothing will be replicated")
-	case len(r.Added) == 0 && len(r.Removed) == 0 && !r.SchemaCreated:
+	case len(r.Added) == 0 && len(r.Removed) == 0 && !r.SchemaCreated && !r.SlotCreated && len(r.IdentityFull) == 0:
 		fmt.Fprintln(w, "nothing changed: everything was already installed")
 	default:
 		var parts []string
 		if n := len(r.Added); n > 0 {
-			parts = append(parts, fmt.Sprintf("added triggers on %d tables", n))
+			parts = append(parts, fmt.Sprintf("added %s for %d tables", what, n))
 		}
 		if n := len(r.Removed); n > 0 {
 			parts = append(parts, fmt.Sprintf("dropped them from %d", n))

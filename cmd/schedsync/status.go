@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/schedsync/schedsync/capture"
 
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/service"
@@ -63,6 +67,7 @@ func (a *app) currentStatus(ctx context.Context, cfg *config.Config) (service.St
 		fmt.Fprintf(a.stderr, "schedsync status: ignoring the status file: %v\n", ferr)
 	}
 	if !running {
+		a.addSlotFigures(ctx, cfg, &last)
 		return last, nil
 	}
 	last.Running, last.PID = true, pid
@@ -74,4 +79,31 @@ func (a *app) currentStatus(ctx context.Context, cfg *config.Config) (service.St
 	}
 	last.State, last.Error = stateUnknown, qerr.Error()
 	return last, fmt.Errorf("the service (pid %d) is running but does not answer: %w", pid, qerr)
+}
+
+// addSlotFigures reads a stopped logical master's slot from the repository:
+// a slot nobody reads keeps WAL on the master, the classic way logical
+// replication fills a disk, so status shows it even with the service down.
+func (a *app) addSlotFigures(ctx context.Context, cfg *config.Config, st *service.Status) {
+	if cfg.Node.Role != config.RoleMaster || cfg.Capture.Mode != config.CaptureLogical {
+		return
+	}
+	st.CaptureMode = string(cfg.Capture.Mode)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, cfg.Repository.URL)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "schedsync status: cannot read the replication slot: %v\n", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	slot, retained, ok, err := capture.ReadSlot(ctx, conn)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "schedsync status: cannot read the replication slot: %v\n", err)
+		return
+	}
+	st.Slot = slot
+	if ok {
+		st.SlotRetainedWALBytes = &retained
+	}
 }

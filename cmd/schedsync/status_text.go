@@ -42,6 +42,16 @@ func formatStatus(w io.Writer, st service.Status, now time.Time) {
 		row("received position", pos(st.ReceivedPosition))
 	} else {
 		row("position", pos(st.Position))
+		if st.CaptureMode != "" {
+			row("capture", st.CaptureMode)
+		}
+		if st.Slot != "" {
+			slot := st.Slot + " (missing)"
+			if st.SlotRetainedWALBytes != nil {
+				slot = fmt.Sprintf("%s, retains %s of WAL", st.Slot, humanBytes(*st.SlotRetainedWALBytes))
+			}
+			row("replication slot", slot)
+		}
 	}
 	row("lag", fmt.Sprintf("%.1fs", st.LagSeconds))
 	row("backlog", humanBytes(st.BacklogBytes))

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/capture"
+
 	"github.com/schedsync/schedsync/internal/change"
 )
 
@@ -64,7 +66,7 @@ func listTables(ctx context.Context, tx pgx.Tx) ([]tableInfo, error) {
 		FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		JOIN (`+columnSQL+`) col ON col.attrelid = c.oid
-		WHERE EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'schedsync_capture_row')
+		WHERE `+capture.ReplicatedCondition+`
 		GROUP BY n.nspname, c.relname, c.reltuples, c.oid
 		ORDER BY 1, 2`)
 	if err != nil {

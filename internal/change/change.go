@@ -61,6 +61,11 @@ func (o Op) Valid() bool {
 type Value struct {
 	Null bool
 	Text string
+	// Unchanged: the column's value did not change and was not sent (an
+	// unchanged TOASTed value in logical capture). Only in the New image of
+	// an Update, with neither Null nor Text set; apply keeps the slave's
+	// value.
+	Unchanged bool
 }
 
 // Text returns a non-NULL value.
@@ -69,8 +74,14 @@ func Text(s string) Value { return Value{Text: s} }
 // Null is the SQL NULL.
 var Null = Value{Null: true}
 
+// UnchangedValue stands for a column an update left alone and did not send.
+var UnchangedValue = Value{Unchanged: true}
+
 func (v Value) String() string {
-	if v.Null {
+	switch {
+	case v.Unchanged:
+		return "UNCHANGED"
+	case v.Null:
 		return "NULL"
 	}
 	return fmt.Sprintf("%q", v.Text)
@@ -79,8 +90,10 @@ func (v Value) String() string {
 // Change is one row change of a source transaction.
 //
 //   - Insert: Columns/New hold the full new row.
-//   - Update: Columns/New hold the full new row; KeyColumns/OldKey identify the
+//   - Update: Columns/New hold the new row; KeyColumns/OldKey identify the
 //     row before the update (they differ from the new key on a key update).
+//     Columns names every column, but a New value may be Unchanged (not
+//     sent): such an update is Partial and only sets the values it has.
 //   - Delete: KeyColumns/OldKey identify the deleted row.
 //   - Truncate: only Schema and Table.
 //   - Sequence: Schema/Table name the sequence, New[0] its last value.
@@ -135,7 +148,39 @@ func (c *Change) Validate() error {
 			return fmt.Errorf("SEQUENCE %s needs exactly one non-null value", c.Table)
 		}
 	}
+	return c.validateUnchanged()
+}
+
+// validateUnchanged checks that Unchanged values stand only where the
+// slave holds the value to keep, a column of the row an update rewrites,
+// and carry no value of their own. Lengths are checked already.
+func (c *Change) validateUnchanged() error {
+	for i, v := range c.OldKey {
+		if v.Unchanged {
+			return fmt.Errorf("%s on %s: old key column %q is marked unchanged; a key must carry its value", c.Op, c.Table, c.KeyColumns[i])
+		}
+	}
+	for i, v := range c.New {
+		switch {
+		case !v.Unchanged:
+		case c.Op != Update:
+			return fmt.Errorf("%s on %s: column %q is marked unchanged, which only an UPDATE's new row may be", c.Op, c.Table, c.Columns[i])
+		case v.Null || v.Text != "":
+			return fmt.Errorf("%s on %s: column %q is marked unchanged but also carries a value", c.Op, c.Table, c.Columns[i])
+		}
+	}
 	return nil
+}
+
+// Partial reports whether some New value is Unchanged: the change does not
+// hold the whole new row, so it cannot be written as a full image.
+func (c *Change) Partial() bool {
+	for _, v := range c.New {
+		if v.Unchanged {
+			return true
+		}
+	}
+	return false
 }
 
 // Size is an estimate of the change's raw bytes (names and values), used for

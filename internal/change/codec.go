@@ -20,8 +20,20 @@ var ErrCorrupt = errors.New("corrupt change encoding")
 //	keycols  uvarint count, each uvarint length + bytes
 //	oldkey   uvarint count, each a value
 //
-// A value is one byte (0 = NULL, 1 = text) followed, for text, by a uvarint
-// length and the bytes.
+// A value is a tag byte and what the tag calls for:
+//
+//	0  NULL       nothing
+//	1  text       uvarint length + bytes
+//	2  unchanged  nothing (the value was not sent; see Value.Unchanged)
+//
+// Any other tag is corrupt.
+
+// Value tags.
+const (
+	tagNull      = 0
+	tagText      = 1
+	tagUnchanged = 2
+)
 
 // AppendChange appends the encoding of c to buf.
 func AppendChange(buf []byte, c *Change) []byte {
@@ -51,12 +63,15 @@ func appendStrings(buf []byte, ss []string) []byte {
 func appendValues(buf []byte, vs []Value) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(vs)))
 	for _, v := range vs {
-		if v.Null {
-			buf = append(buf, 0)
-			continue
+		switch {
+		case v.Unchanged:
+			buf = append(buf, tagUnchanged)
+		case v.Null:
+			buf = append(buf, tagNull)
+		default:
+			buf = append(buf, tagText)
+			buf = appendString(buf, v.Text)
 		}
-		buf = append(buf, 1)
-		buf = appendString(buf, v.Text)
 	}
 	return buf
 }
@@ -161,10 +176,12 @@ func (d *decoder) values() []Value {
 	vs := make([]Value, n)
 	for i := range vs {
 		switch d.byte() {
-		case 0:
+		case tagNull:
 			vs[i] = Null
-		case 1:
+		case tagText:
 			vs[i] = Text(d.string())
+		case tagUnchanged:
+			vs[i] = UnchangedValue
 		default:
 			d.fail("bad value tag")
 		}

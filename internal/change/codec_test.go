@@ -3,6 +3,7 @@ package change
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -12,6 +13,10 @@ func sampleChanges() []Change {
 		{Op: Insert, Schema: "public", Table: "qrtz_triggers", Columns: []string{"a", "b", "c"},
 			New: []Value{Text("1"), Null, Text("")}},
 		{Op: Update, Schema: "public", Table: "t", Columns: []string{"id", "v"}, New: []Value{Text("2"), Text("\\x00ff")},
+			KeyColumns: []string{"id"}, OldKey: []Value{Text("1")}},
+		// A partial update (logical capture): the TOASTed columns were not sent.
+		{Op: Update, Schema: "public", Table: "qrtz_job_details", Columns: []string{"id", "data", "note", "blob"},
+			New:        []Value{Text("1"), UnchangedValue, Null, UnchangedValue},
 			KeyColumns: []string{"id"}, OldKey: []Value{Text("1")}},
 		{Op: Delete, Schema: "s", Table: "t", KeyColumns: []string{"id", "k"}, OldKey: []Value{Text("1"), Text("{1,2}")}},
 		{Op: Truncate, Schema: "s", Table: "t"},
@@ -105,4 +110,78 @@ func FuzzDecodeChange(f *testing.F) {
 			t.Fatalf("not stable: %+v vs %+v", c, again)
 		}
 	})
+}
+
+// TestUnchangedEncoding: an unchanged value is the single tag byte 2, and
+// survives a round trip distinct from NULL and from the empty string.
+func TestUnchangedEncoding(t *testing.T) {
+	vals := []Value{UnchangedValue, Null, Text("")}
+	enc := appendValues(nil, vals)
+	want := []byte{3, tagUnchanged, tagNull, tagText, 0}
+	if !reflect.DeepEqual(enc, want) {
+		t.Fatalf("encoded % x, want % x", enc, want)
+	}
+	d := decoder{buf: enc}
+	got := d.values()
+	if d.err != nil || len(d.buf) != 0 || !reflect.DeepEqual(got, vals) {
+		t.Fatalf("decoded %v (err %v, %d bytes left), want %v", got, d.err, len(d.buf), vals)
+	}
+	if s := UnchangedValue.String(); s != "UNCHANGED" {
+		t.Fatalf("String() = %q", s)
+	}
+}
+
+func TestDecodeRejectsUnknownValueTag(t *testing.T) {
+	c := Change{Op: Insert, Table: "t", Columns: []string{"a"}, New: []Value{Null}}
+	enc := AppendChange(nil, &c)
+	// The one value's tag comes third from the end, before the zero counts
+	// of key columns and old key.
+	i := len(enc) - 3
+	if enc[i] != tagNull {
+		t.Fatalf("layout changed: % x", enc)
+	}
+	enc[i] = 3
+	if _, _, err := DecodeChange(enc); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("value tag 3: want ErrCorrupt, got %v", err)
+	}
+}
+
+// TestUnchangedOnlyInUpdateNewImage: an unchanged value anywhere but in an
+// update's new row, or one that also carries a value, is invalid, and
+// corrupt when decoded.
+func TestUnchangedOnlyInUpdateNewImage(t *testing.T) {
+	cases := map[string]Change{
+		"insert": {Op: Insert, Table: "t", Columns: []string{"id", "b"}, New: []Value{Text("1"), UnchangedValue}},
+		"update old key": {Op: Update, Table: "t", Columns: []string{"id", "b"}, New: []Value{Text("1"), Text("x")},
+			KeyColumns: []string{"id"}, OldKey: []Value{UnchangedValue}},
+		"delete old key": {Op: Delete, Table: "t", KeyColumns: []string{"id", "b"}, OldKey: []Value{Text("1"), UnchangedValue}},
+		"sequence":       {Op: Sequence, Table: "s", Columns: []string{"last_value"}, New: []Value{UnchangedValue}},
+	}
+	for name, c := range cases {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted a misplaced unchanged value", name)
+		}
+		if _, _, err := DecodeChange(AppendChange(nil, &c)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: decode: want ErrCorrupt, got %v", name, err)
+		}
+	}
+	// The encoding cannot express these; Validate still refuses them.
+	for _, v := range []Value{{Unchanged: true, Null: true}, {Unchanged: true, Text: "x"}} {
+		c := Change{Op: Update, Table: "t", Columns: []string{"id", "b"}, New: []Value{Text("1"), v},
+			KeyColumns: []string{"id"}, OldKey: []Value{Text("1")}}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `"b"`) {
+			t.Errorf("%+v: want an error naming column b, got %v", v, err)
+		}
+	}
+}
+
+func TestPartial(t *testing.T) {
+	full := sampleChanges()[1]
+	if full.Partial() {
+		t.Fatal("a full update is not partial")
+	}
+	partial := sampleChanges()[2]
+	if !partial.Partial() || partial.Validate() != nil {
+		t.Fatalf("partial update: Partial %v, Validate %v", partial.Partial(), partial.Validate())
+	}
 }

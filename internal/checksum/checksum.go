@@ -16,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/capture"
+
 	"github.com/schedsync/schedsync/internal/change"
 )
 
@@ -52,9 +54,13 @@ type Sequence struct {
 
 // Report is one side's checksums at a position.
 type Report struct {
-	Position  uint64     `json:"position"`
-	Tables    []Table    `json:"tables"`
-	Sequences []Sequence `json:"sequences"`
+	Position uint64 `json:"position"`
+	// SequencesAt is the position from which the slave's sequences are
+	// compared (at or after Position; 0 means Position): sequences are not
+	// transactional, and the master may read them after Position.
+	SequencesAt uint64     `json:"sequences_at,omitempty"`
+	Tables      []Table    `json:"tables"`
+	Sequences   []Sequence `json:"sequences"`
 }
 
 // pin makes row text identical on both sides; it needs a transaction.
@@ -62,7 +68,8 @@ const pin = `SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgr
 SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL TimeZone = 'UTC';
 SET LOCAL search_path = pg_catalog, pg_temp`
 
-// CapturedSpecs lists the tables that carry the capture triggers, with
+// CapturedSpecs lists the replicated tables (capture triggers or the
+// publication, by capture mode), with
 // their non-generated columns and their key (the primary key, or every
 // column when there is none).
 func CapturedSpecs(ctx context.Context, tx pgx.Tx) ([]Spec, error) {
@@ -74,7 +81,7 @@ func CapturedSpecs(ctx context.Context, tx pgx.Tx) ([]Spec, error) {
 		        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.n ORDER BY k.o)
 		     FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), '{}')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'schedsync_capture_row')
+		WHERE `+capture.ReplicatedCondition+`
 		ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("list replicated tables: %w", err)

@@ -40,8 +40,9 @@ type node struct {
 // nodeConfig is what differs between the two nodes' config files.
 type nodeConfig struct {
 	role, name, repo string
-	listen           int // sync.listen port
-	masterPort       int // master.port
+	mode             string // capture.mode
+	listen           int    // sync.listen port
+	masterPort       int    // master.port
 	token            string
 	extra            []string // more key=value lines
 }
@@ -58,7 +59,7 @@ func newNode(t *testing.T, bin string, c nodeConfig) *node {
 		"node.name=" + c.name,
 		"repository.url=" + c.repo,
 		"repository.schemas=public",
-		"capture.mode=trigger",
+		"capture.mode=" + c.mode,
 		"capture.poll_interval=200ms",
 		"sync.listen=127.0.0.1:" + strconv.Itoa(c.listen),
 		"sync.token=" + c.token,
@@ -251,6 +252,9 @@ type status struct {
 	Slaves           []slaveStatus `json:"slaves"`
 	PID              int           `json:"pid"`
 	Error            string        `json:"error"`
+	CaptureMode      string        `json:"capture_mode"`
+	Slot             string        `json:"slot"`
+	SlotRetainedWAL  *int64        `json:"slot_retained_wal_bytes"`
 }
 
 type slaveStatus struct {

@@ -52,11 +52,22 @@ type world struct {
 // and the slave service, the master service and the slave database crash in
 // turn; then the slave must hold exactly the master's rows, sequences at or
 // ahead of the master's, and verify must agree and catch a changed row.
+// It runs once per capture mode.
 func TestReplicationSurvivesCrashes(t *testing.T) {
 	requirePostgres(t)
+	for _, mode := range captureModes {
+		t.Run(mode, func(t *testing.T) { replicationSurvivesCrashes(t, mode) })
+	}
+}
+
+// captureModes are the values of capture.mode; the end-to-end scenarios
+// run in each.
+var captureModes = []string{"trigger", "logical"}
+
+func replicationSurvivesCrashes(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	w := newWorld(t, ctx)
+	w := newWorld(t, ctx, mode)
 	w.install(t)
 	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
 		t.Fatalf("seed the quartz tables: %v", err)
@@ -93,14 +104,14 @@ func TestReplicationSurvivesCrashes(t *testing.T) {
 	t.Run("stop", w.stopServices)
 }
 
-func newWorld(t *testing.T, ctx context.Context) *world {
+func newWorld(t *testing.T, ctx context.Context, mode string) *world {
 	t.Helper()
-	return newWorldWith(t, ctx, nil, nil)
+	return newWorldWith(t, ctx, mode, nil, nil)
 }
 
 // newWorldWith is newWorld with extra config lines for the master and the
 // slave.
-func newWorldWith(t *testing.T, ctx context.Context, masterExtra, slaveExtra []string) *world {
+func newWorldWith(t *testing.T, ctx context.Context, mode string, masterExtra, slaveExtra []string) *world {
 	t.Helper()
 	bin := schedsyncBinary(t)
 	w := &world{}
@@ -110,9 +121,9 @@ func newWorldWith(t *testing.T, ctx context.Context, masterExtra, slaveExtra []s
 	token := make([]byte, 16)
 	_, _ = rand.Read(token)
 	syncPort := freePort(t)
-	w.master = newNode(t, bin, nodeConfig{role: "master", name: "e2e-master", repo: masterURL,
+	w.master = newNode(t, bin, nodeConfig{role: "master", name: "e2e-master", repo: masterURL, mode: mode,
 		listen: syncPort, masterPort: syncPort, token: hex.EncodeToString(token), extra: masterExtra})
-	w.slave = newNode(t, bin, nodeConfig{role: "slave", name: "e2e-slave", repo: slaveURL,
+	w.slave = newNode(t, bin, nodeConfig{role: "slave", name: "e2e-slave", repo: slaveURL, mode: mode,
 		listen: freePort(t), masterPort: syncPort, token: hex.EncodeToString(token), extra: slaveExtra})
 	// Registered after the nodes and clusters, so it runs before they are
 	// killed and removed.

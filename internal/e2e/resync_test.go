@@ -17,13 +17,20 @@ import (
 // already holds data; a second resync has nothing to do; a slave that
 // stayed away past spool.max_backlog is refused (start exits 3), and resync
 // brings it back, streaming and exactly equal.
+// It runs once per capture mode.
 func TestResync(t *testing.T) {
 	requirePostgres(t)
+	for _, mode := range captureModes {
+		t.Run(mode, func(t *testing.T) { resyncScenario(t, mode) })
+	}
+}
+
+func resyncScenario(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	// spool.max_backlog well above one spool record (a backlog is counted
 	// in whole records), and a bulk write below to exceed it.
-	w := newWorldWith(t, ctx, []string{"spool.max_backlog=1MiB"}, nil)
+	w := newWorldWith(t, ctx, mode, []string{"spool.max_backlog=1MiB"}, nil)
 	w.install(t)
 	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
 		t.Fatalf("seed the quartz tables: %v", err)

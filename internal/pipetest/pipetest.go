@@ -62,8 +62,8 @@ func (s sink) Append(ctx context.Context, src change.TxnSource) (uint64, error) 
 }
 func (s sink) Sync(ctx context.Context) error { return s.sp.Sync(ctx) }
 func (s sink) LastPosition() uint64           { return s.sp.LastPosition() }
-func (s sink) XIDsAfter(context.Context, uint64, func(uint64) bool) ([]uint64, uint64, error) {
-	return nil, s.sp.DurablePosition(), nil
+func (s sink) HeadersAfter(context.Context, uint64, func(uint64, change.TxnHeader)) (uint64, error) {
+	return s.sp.DurablePosition(), nil
 }
 
 // Conn connects to url for the rest of the test.

@@ -75,30 +75,27 @@ func (t taggedSource) Next() (*change.Change, error) {
 // the spool, failed.
 var errSourceFailed = errors.New("capture source failed")
 
-func (s *spoolSink) XIDsAfter(ctx context.Context, pos uint64, keep func(uint64) bool) ([]uint64, uint64, error) {
+func (s *spoolSink) HeadersAfter(ctx context.Context, pos uint64, fn func(uint64, change.TxnHeader)) (uint64, error) {
 	last := s.sp.DurablePosition()
 	if pos > last {
 		// The spool is behind what capture confirmed: it was replaced.
 		s.floor = pos
-		return nil, last, nil
+		return last, nil
 	}
 	if pos == last {
-		return nil, last, nil
+		return last, nil
 	}
-	r, err := s.sp.NewReader(pos)
+	r, err := s.sp.NewReader(max(pos, s.sp.FirstPosition()-1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read spool after position %d: %w", pos, err)
+		return 0, fmt.Errorf("read spool after position %d: %w", pos, err)
 	}
 	defer r.Close()
-	var xids []uint64
 	for p := pos; p < last; {
 		var src change.TxnSource
 		if p, src, err = r.Next(ctx); err != nil {
-			return nil, 0, fmt.Errorf("read spool after position %d: %w", pos, err)
+			return 0, fmt.Errorf("read spool after position %d: %w", pos, err)
 		}
-		if x := src.Header().XID; keep(x) {
-			xids = append(xids, x)
-		}
+		fn(p, src.Header())
 	}
-	return xids, last, nil
+	return last, nil
 }

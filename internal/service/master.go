@@ -39,17 +39,15 @@ type Master struct {
 	lastErr   string
 	identity  ship.Identity
 	sessions  map[string]*masterSession
-	reader    *capture.TriggerReader // while capture is connected; verify uses it
-	changed   chan struct{}          // closed and replaced when state changes
+	reader    capture.Reader // while capture is connected; verify and backup use it
+	slot      slotReporter   // logical mode: the slot's figures for status
+	changed   chan struct{}  // closed and replaced when state changes
 	startedAt time.Time
 	addr      string
 }
 
 // NewMaster checks the configuration of a master; Run starts it.
 func NewMaster(cfg config.Config, log *slog.Logger) (*Master, error) {
-	if cfg.Capture.Mode != "trigger" {
-		return nil, fmt.Errorf("capture.mode = %s is not built yet; use capture.mode = trigger", cfg.Capture.Mode)
-	}
 	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
 	if err != nil {
 		return nil, fmt.Errorf("repository.url: %w", err)
@@ -115,16 +113,38 @@ func spoolOptions(cfg config.Config, dir string, log *slog.Logger) spool.Options
 	return spool.Options{Dir: dir, SegmentSize: int64(cfg.Spool.SegmentSize), Level: compressionLevel(cfg.Spool.CompressionLevel), Logger: log}
 }
 
-// captureLoop runs trigger capture, reconnecting with capped exponential
-// backoff while the repository is unavailable. Only a spool failure ends it.
+// slotReporter is the logical reader as status sees it.
+type slotReporter interface {
+	Slot() string
+	SlotRetainedWAL() int64
+}
+
+// newReader makes the capture reader of the configured mode.
+func (m *Master) newReader() capture.Reader {
+	if m.cfg.Capture.Mode == config.CaptureLogical {
+		return capture.NewLogicalReader(capture.LogicalOptions{
+			ConnConfig: m.connCfg, PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
+			SequenceSchemas: m.cfg.Repository.Schemas,
+		}, m.sink)
+	}
+	return capture.NewTriggerReader(capture.TriggerOptions{
+		ConnConfig: m.connCfg, BatchChanges: m.cfg.Capture.BatchSize,
+		PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
+		SequenceSchemas: m.cfg.Repository.Schemas,
+	}, m.sink)
+}
+
+// captureLoop runs capture, reconnecting with capped exponential backoff
+// while the repository is unavailable. Only a spool failure ends it.
 func (m *Master) captureLoop(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
-		r := capture.NewTriggerReader(capture.TriggerOptions{
-			ConnConfig: m.connCfg, BatchChanges: m.cfg.Capture.BatchSize,
-			PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
-			SequenceSchemas: m.cfg.Repository.Schemas,
-		}, m.sink)
+		r := m.newReader()
+		if sr, ok := r.(slotReporter); ok {
+			m.mu.Lock()
+			m.slot = sr
+			m.mu.Unlock()
+		}
 		err := m.refreshIdentity(ctx)
 		if err == nil {
 			err = r.Connect(ctx)
@@ -132,7 +152,7 @@ func (m *Master) captureLoop(ctx context.Context) error {
 		if err == nil {
 			m.setState(StateStreaming, "")
 			backoff.reset()
-			m.log.Info("capturing from the master repository")
+			m.log.Info("capturing from the master repository", "mode", m.cfg.Capture.Mode)
 			m.mu.Lock()
 			m.reader = r
 			m.mu.Unlock()
@@ -314,6 +334,13 @@ func (m *Master) Status() Status {
 	connected := map[string]string{}
 	for name, s := range m.sessions {
 		connected[name] = s.addr
+	}
+	st.CaptureMode = string(m.cfg.Capture.Mode)
+	if m.slot != nil {
+		st.Slot = m.slot.Slot()
+		if b := m.slot.SlotRetainedWAL(); b >= 0 {
+			st.SlotRetainedWALBytes = &b
+		}
 	}
 	m.mu.Unlock()
 	if m.sp == nil || m.reg == nil {

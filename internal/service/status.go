@@ -42,6 +42,12 @@ type Status struct {
 	// master, the largest backlog of the slaves that still count.
 	BacklogBytes int64         `json:"backlog_bytes"`
 	Slaves       []SlaveStatus `json:"slaves"`
+	// CaptureMode is the master's capture.mode; in logical mode Slot is
+	// its replication slot and SlotRetainedWALBytes the WAL the slot keeps
+	// on the master (an orphaned or stuck slot makes it grow).
+	CaptureMode          string `json:"capture_mode,omitempty"`
+	Slot                 string `json:"slot,omitempty"`
+	SlotRetainedWALBytes *int64 `json:"slot_retained_wal_bytes,omitempty"`
 	// Master is the master's sync address (slave only).
 	Master    string    `json:"master,omitempty"`
 	Error     string    `json:"error,omitempty"`

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/apply"
 	"github.com/schedsync/schedsync/internal/change"
 	"github.com/schedsync/schedsync/internal/checksum"
 	"github.com/schedsync/schedsync/ship"
@@ -74,7 +75,7 @@ func (m *Master) verifySnapshot(ctx context.Context) (checksum.Report, error) {
 		if res.Err != nil {
 			return rep, fmt.Errorf("master checksums: %w", res.Err)
 		}
-		rep.Position = res.Position
+		rep.Position, rep.SequencesAt = res.Position, res.SequencesAt
 		return rep, nil
 	case <-ctx.Done():
 		return rep, fmt.Errorf("master checksums: %w", ctx.Err())
@@ -117,6 +118,14 @@ func (s *Slave) verify(ctx context.Context) (VerifyResult, error) {
 	if err != nil {
 		return VerifyResult{}, err
 	}
+	if mrep.SequencesAt > mrep.Position {
+		// The master read its sequences after Position; they are shipped by
+		// SequencesAt. Sequences only move forward, so read them again
+		// once applied that far.
+		if srep.Sequences, err = s.sequencesAt(ctx, a, mrep.SequencesAt); err != nil {
+			return VerifyResult{}, err
+		}
+	}
 	return verifyResult(mrep, srep), nil
 }
 
@@ -149,6 +158,32 @@ func (s *Slave) slaveChecksums(ctx context.Context, mrep checksum.Report) (check
 		return rep, fmt.Errorf("slave checksums: %w", err)
 	}
 	return rep, nil
+}
+
+// sequencesAt waits until apply has passed pos and reads the sequences.
+func (s *Slave) sequencesAt(ctx context.Context, a *apply.Applier, pos uint64) ([]checksum.Sequence, error) {
+	for a.Applied() < pos {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for apply to reach position %d to compare sequences: %w", pos, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the slave repository: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var seqs []checksum.Sequence
+	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		_, seqs, err = checksum.Compute(ctx, tx, nil, s.cfg.Repository.Schemas)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("slave sequences: %w", err)
+	}
+	return seqs, nil
 }
 
 func verifyResult(mrep, srep checksum.Report) VerifyResult {

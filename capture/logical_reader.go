@@ -1,0 +1,687 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/schedsync/schedsync/internal/change"
+)
+
+// LogicalOptions configures a LogicalReader.
+type LogicalOptions struct {
+	// ConnConfig is the master repository (repository.url).
+	ConnConfig *pgx.ConnConfig
+	// PollInterval is how often sequences are sampled while no change
+	// arrives (capture.poll_interval).
+	PollInterval time.Duration
+	// SequenceSchemas are the schemas whose sequences are sampled and
+	// shipped (repository.schemas); none when empty.
+	SequenceSchemas []string
+	Logger          *slog.Logger
+}
+
+const (
+	// statusInterval is how often the reader tells the server how far it
+	// has made changes durable, so the slot lets go of WAL soon.
+	statusInterval = time.Second
+	// maxUnsyncedFor bounds how long appended transactions wait for a sync
+	// while changes keep arriving without a pause.
+	maxUnsyncedFor = 20 * time.Millisecond
+	// stateInterval is how often capture_state is written while changes
+	// arrive; slotCheckInterval how often the slot's retained WAL is read.
+	stateInterval     = time.Second
+	slotCheckInterval = 5 * time.Second
+	// receiveQueue bounds the messages read ahead of the spool: each holds
+	// one row, so memory stays bounded whatever the transaction's size.
+	receiveQueue = 64
+)
+
+// outputSettings pin the walsender's output functions to the same text
+// forms trigger capture and apply use (see package change).
+var outputSettings = map[string]string{
+	"DateStyle":          "ISO, YMD",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+	"TimeZone":           "UTC",
+	"search_path":        "pg_catalog, pg_temp",
+}
+
+// LogicalReader captures from a pgoutput replication slot. Run it from one
+// goroutine; RequestSnapshot and SlotRetainedWAL may be called from any.
+type LogicalReader struct {
+	opts LogicalOptions
+	sink Sink
+	log  *slog.Logger
+
+	slot string
+	repl *pgconn.PgConn // the replication stream
+	conn *pgx.Conn      // sequences, capture_state, slot figures
+	msgs chan received
+	stop context.CancelFunc
+	done chan struct{} // closed when the receive goroutine has returned
+
+	rels    map[uint32]*logicalRelation
+	seqs    *sequenceSampler
+	sampled time.Time
+
+	// lastLSN is the commit LSN of the last transaction spooled (or found
+	// in the spool at start): transactions at or before it are skipped,
+	// since the slot may send again what was spooled but not confirmed.
+	lastLSN pglogrepl.LSN
+	// upTo: every transaction that commits before it has been received.
+	// confirmed is what the server was last told is durable.
+	upTo, confirmed pglogrepl.LSN
+	lastStatus      time.Time
+	// unsynced counts transactions appended since the last sync, the first
+	// of them at unsyncedSince.
+	unsynced      int
+	unsyncedSince time.Time
+
+	// recent are durable transactions not yet counted in capture_state,
+	// pending the ones appended since the last sync.
+	recent, pending []recentTxn
+	stateWritten    time.Time
+
+	snaps snapshotQueue
+	snap  *logicalSnapshot
+
+	slotWAL     atomic.Int64
+	slotChecked time.Time
+}
+
+// received is one message of the replication stream, or its end.
+type received struct {
+	data []byte
+	err  error
+}
+
+type recentTxn struct {
+	pos uint64
+	xid uint32
+}
+
+// NewLogicalReader makes a reader; Connect starts it.
+func NewLogicalReader(opts LogicalOptions, sink Sink) *LogicalReader {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	r := &LogicalReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture", "mode", ModeLogical)}
+	if len(opts.SequenceSchemas) > 0 {
+		r.seqs = newSequenceSampler(opts.SequenceSchemas)
+	}
+	r.slotWAL.Store(-1)
+	return r
+}
+
+// SlotRetainedWAL is the WAL the slot keeps on the master, in bytes, as
+// last read; -1 when unknown.
+func (r *LogicalReader) SlotRetainedWAL() int64 { return r.slotWAL.Load() }
+
+// Slot is the replication slot's name, once connected.
+func (r *LogicalReader) Slot() string { return r.slot }
+
+// RequestSnapshot asks the reader to run fn in a snapshot that equals a
+// spool position exactly, and to report that position once durable.
+func (r *LogicalReader) RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult {
+	return r.snaps.request(fn)
+}
+
+// replicationConfig is the repository's connection made a logical
+// replication connection with pinned output settings.
+func replicationConfig(base *pgx.ConnConfig) *pgconn.Config {
+	cfg := base.Config.Copy()
+	cfg.RuntimeParams["replication"] = "database"
+	for k, v := range outputSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	return cfg
+}
+
+// Connect checks what install created, finds where the spool ends and
+// starts streaming from the slot.
+func (r *LogicalReader) Connect(ctx context.Context) error {
+	r.Close()
+	var err error
+	if r.conn, err = pgx.ConnectConfig(ctx, r.opts.ConnConfig); err != nil {
+		return fmt.Errorf("connect to master repository: %w", err)
+	}
+	if r.slot, err = installedSlot(ctx, r.conn); err != nil {
+		return err
+	}
+	if err := r.recover(ctx); err != nil {
+		return err
+	}
+	if r.repl, err = pgconn.ConnectConfig(ctx, replicationConfig(r.opts.ConnConfig)); err != nil {
+		return fmt.Errorf("open a replication connection to the master repository: %w", err)
+	}
+	err = pglogrepl.StartReplication(ctx, r.repl, r.slot, 0, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + PublicationName + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication from slot %s: %w", r.slot, err)
+	}
+	r.rels = map[uint32]*logicalRelation{}
+	r.upTo, r.confirmed, r.unsynced = 0, 0, 0
+	r.recent, r.pending = nil, nil
+	rctx, stop := context.WithCancel(context.Background())
+	r.stop, r.msgs, r.done = stop, make(chan received, receiveQueue), make(chan struct{})
+	go r.receive(rctx, r.repl, r.msgs, r.done)
+	r.log.Info("streaming from the replication slot", "slot", r.slot, "after_lsn", r.lastLSN)
+	return nil
+}
+
+// installedSlot reads the slot install recorded, and checks it exists.
+func installedSlot(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var mode, slot *string
+	err := conn.QueryRow(ctx, `SELECT max(value) FILTER (WHERE key = 'capture_mode'), max(value) FILTER (WHERE key = 'slot')
+		FROM schedsync.meta`).Scan(&mode, &slot)
+	if err != nil {
+		return "", fmt.Errorf("read schedsync.meta (run schedsync install on the master with capture.mode = logical): %w", err)
+	}
+	if mode == nil || *mode != ModeLogical || slot == nil {
+		have := "trigger"
+		if mode != nil {
+			have = *mode
+		}
+		return "", &ModeConflictError{Installed: have, Wanted: ModeLogical}
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, *slot).Scan(&exists); err != nil {
+		return "", fmt.Errorf("look for replication slot %s: %w", *slot, err)
+	}
+	if !exists {
+		return "", fmt.Errorf("replication slot %s is missing, so changes made since it was dropped are lost to capture: run schedsync install on the master, then schedsync resync --force on every slave", *slot)
+	}
+	return *slot, nil
+}
+
+// recover finds the commit LSN of the last transaction in the spool. The
+// spool may hold transactions the slot was not told about before a crash;
+// the slot sends them again and they are skipped by LSN.
+func (r *LogicalReader) recover(ctx context.Context) error {
+	var pos int64
+	if err := r.conn.QueryRow(ctx, `SELECT position FROM schedsync.capture_state WHERE id = 1`).Scan(&pos); err != nil {
+		return fmt.Errorf("read schedsync.capture_state (run schedsync install on the master): %w", err)
+	}
+	_, err := r.sink.HeadersAfter(ctx, uint64(pos), func(_ uint64, h change.TxnHeader) {
+		r.lastLSN = max(r.lastLSN, pglogrepl.LSN(h.LSN))
+	})
+	if err != nil {
+		return fmt.Errorf("find the last spooled transaction after position %d: %w", pos, err)
+	}
+	return nil
+}
+
+// receive reads the replication stream into out until it fails or ctx ends.
+func (r *LogicalReader) receive(ctx context.Context, repl *pgconn.PgConn, out chan<- received, done chan<- struct{}) {
+	defer close(done)
+	send := func(m received) bool {
+		select {
+		case out <- m:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		msg, err := repl.ReceiveMessage(ctx)
+		if err != nil {
+			send(received{err: fmt.Errorf("read the replication stream: %w", err)})
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if !send(received{data: bytes.Clone(m.Data)}) {
+				return
+			}
+		case *pgproto3.ErrorResponse:
+			send(received{err: fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))})
+			return
+		case *pgproto3.CopyDone:
+			send(received{err: errors.New("the server ended the replication stream")})
+			return
+		}
+	}
+}
+
+// Close stops the stream and closes the connections.
+func (r *LogicalReader) Close() {
+	if r.stop != nil {
+		r.stop()
+	}
+	for _, c := range []*pgconn.PgConn{r.repl} {
+		if c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = c.Close(ctx)
+			cancel()
+		}
+	}
+	if r.done != nil {
+		<-r.done
+	}
+	if r.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = r.conn.Close(ctx)
+		cancel()
+	}
+	r.repl, r.conn, r.stop, r.done = nil, nil, nil, nil
+}
+
+// Serve captures until ctx is done (nil) or the stream or the database
+// fails. It closes the connections when it returns.
+func (r *LogicalReader) Serve(ctx context.Context) (err error) {
+	defer r.Close()
+	defer func() {
+		why := err
+		if why == nil {
+			why = ctx.Err()
+		}
+		stopErr := fmt.Errorf("capture stopped: %w", why)
+		if r.snap != nil {
+			r.snap.abandon(stopErr)
+			r.snap = nil
+		}
+		r.snaps.fail(stopErr)
+	}()
+	idle := time.NewTicker(50 * time.Millisecond)
+	defer idle.Stop()
+	for {
+		if err := r.housekeeping(ctx); err != nil {
+			return r.stopped(ctx, err)
+		}
+		m, ok, err := r.next(ctx, false)
+		if err != nil {
+			return r.stopped(ctx, err)
+		}
+		if !ok {
+			// Nothing waiting: make what arrived durable and tell the
+			// server, then wait for more.
+			if err := r.flush(ctx); err != nil {
+				return r.stopped(ctx, err)
+			}
+			if m, ok, err = r.wait(ctx, idle.C); err != nil {
+				return r.stopped(ctx, err)
+			}
+			if !ok {
+				continue
+			}
+		}
+		if err := r.handle(ctx, m); err != nil {
+			return r.stopped(ctx, err)
+		}
+		if r.unsynced > 0 && time.Since(r.unsyncedSince) > maxUnsyncedFor {
+			if err := r.flush(ctx); err != nil {
+				return r.stopped(ctx, err)
+			}
+		}
+	}
+}
+
+func (r *LogicalReader) stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// next returns the next pgoutput message, answering keepalives on the way.
+// Without block it returns ok = false when no message is waiting.
+func (r *LogicalReader) next(ctx context.Context, block bool) (pglogrepl.Message, bool, error) {
+	for {
+		var m received
+		if block {
+			select {
+			case m = <-r.msgs:
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
+		} else {
+			select {
+			case m = <-r.msgs:
+			default:
+				return nil, false, nil
+			}
+		}
+		msg, err := r.decode(ctx, m)
+		if err != nil || msg != nil {
+			return msg, err == nil, err
+		}
+	}
+}
+
+// wait blocks until a message, a snapshot request or a tick.
+func (r *LogicalReader) wait(ctx context.Context, tick <-chan time.Time) (pglogrepl.Message, bool, error) {
+	var cp <-chan pglogrepl.LSN
+	var fnDone <-chan error
+	if r.snap != nil {
+		cp, fnDone = r.snap.cpCh, r.snap.doneCh
+	}
+	select {
+	case m := <-r.msgs:
+		msg, err := r.decode(ctx, m)
+		return msg, err == nil && msg != nil, err
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	case <-r.snaps.woken():
+	case <-tick:
+	case lsn := <-cp:
+		r.snap.consistentAt(lsn)
+	case err := <-fnDone:
+		r.snap.fnFinished(err)
+	}
+	return nil, false, nil
+}
+
+// decode handles one stream message: keepalives here, XLogData decoded
+// into a pgoutput message.
+func (r *LogicalReader) decode(ctx context.Context, m received) (pglogrepl.Message, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
+	if len(m.data) == 0 {
+		return nil, errors.New("empty message in the replication stream")
+	}
+	switch m.data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.data[1:])
+		if err != nil {
+			return nil, fmt.Errorf("parse keepalive: %w", err)
+		}
+		// Every transaction that commits before the server's send position
+		// has been sent, and so received, before this message.
+		r.upTo = max(r.upTo, ka.ServerWALEnd)
+		if r.snap != nil {
+			r.snap.sawLSN(ka.ServerWALEnd)
+		}
+		if ka.ReplyRequested {
+			return nil, r.sendStatus(ctx, false)
+		}
+		return nil, nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(m.data[1:])
+		if err != nil {
+			return nil, fmt.Errorf("parse XLogData: %w", err)
+		}
+		msg, err := pglogrepl.Parse(xld.WALData)
+		if err != nil {
+			return nil, fmt.Errorf("decode pgoutput message at %s: %w", xld.WALStart, err)
+		}
+		return msg, nil
+	}
+	return nil, fmt.Errorf("unknown replication message type %q", m.data[0])
+}
+
+// sendStatus tells the server what is durable; reply asks it to answer
+// with a keepalive at once.
+func (r *LogicalReader) sendStatus(ctx context.Context, reply bool) error {
+	r.lastStatus = time.Now()
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: r.confirmed, ReplyRequested: reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send replication status: %w", err)
+	}
+	return nil
+}
+
+// handle processes a message outside a transaction.
+func (r *LogicalReader) handle(ctx context.Context, msg pglogrepl.Message) error {
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		r.rels[m.RelationID] = newLogicalRelation(m)
+	case *pglogrepl.BeginMessage:
+		return r.deliver(ctx, m)
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
+	default:
+		return fmt.Errorf("pgoutput sent a %s message outside a transaction", msg.Type())
+	}
+	return nil
+}
+
+// deliver spools the transaction that begins with b, streaming its
+// changes from the replication stream into the sink.
+func (r *LogicalReader) deliver(ctx context.Context, b *pglogrepl.BeginMessage) error {
+	if r.snap != nil {
+		r.snap.sawLSN(b.FinalLSN)
+	}
+	src := &logicalSource{r: r, ctx: ctx, hdr: change.TxnHeader{XID: uint64(b.Xid), CommitTime: b.CommitTime, LSN: uint64(b.FinalLSN)}}
+	if b.FinalLSN <= r.lastLSN {
+		// Spooled before a restart, not yet confirmed: skip it.
+		return src.skip()
+	}
+	// A transaction with no change to a published table (a server before
+	// 15 sends those) is not spooled.
+	first, err := src.Next()
+	if err == io.EOF {
+		r.lastLSN = b.FinalLSN
+		r.upTo = max(r.upTo, src.end)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	src.first = first
+	pos, err := r.sink.Append(ctx, src)
+	if err != nil {
+		return fmt.Errorf("spool transaction %d (commit %s): %w", b.Xid, b.FinalLSN, err)
+	}
+	if !src.done {
+		return fmt.Errorf("transaction %d (commit %s) was spooled before its end", b.Xid, b.FinalLSN)
+	}
+	r.lastLSN = b.FinalLSN
+	r.upTo = max(r.upTo, src.end)
+	if r.unsynced == 0 {
+		r.unsyncedSince = time.Now()
+	}
+	r.unsynced++
+	r.pending = append(r.pending, recentTxn{pos: pos, xid: b.Xid})
+	if r.snap != nil {
+		r.snap.appended(pos, b.FinalLSN)
+	}
+	return nil
+}
+
+// flush makes the appended transactions durable, with the sequence values
+// that cover them, and tells the server.
+func (r *LogicalReader) flush(ctx context.Context) error {
+	if r.unsynced > 0 {
+		if err := r.sampleSequences(ctx, true); err != nil {
+			return err
+		}
+		if err := r.sink.Sync(ctx); err != nil {
+			return fmt.Errorf("make captured transactions durable: %w", err)
+		}
+		r.unsynced = 0
+		r.recent = append(r.recent, r.pending...)
+		r.pending = r.pending[:0]
+	}
+	if r.upTo > r.confirmed {
+		// Only now, with everything before upTo durable in the spool, may
+		// the slot forget it.
+		r.confirmed = r.upTo
+		return r.sendStatus(ctx, false)
+	}
+	return nil
+}
+
+// sampleSequences appends the sequences that moved as a transaction of
+// their own: after every batch (values read after a transaction committed
+// cover every value it drew) and every poll interval when idle.
+func (r *LogicalReader) sampleSequences(ctx context.Context, delivered bool) error {
+	if r.seqs == nil || (!delivered && time.Since(r.sampled) < r.opts.PollInterval) {
+		return nil
+	}
+	r.sampled = time.Now()
+	changes, err := r.seqs.sample(ctx, r.conn)
+	if err != nil || len(changes) == 0 {
+		return err
+	}
+	txn := &change.Txn{TxnHeader: change.TxnHeader{CommitTime: r.sampled}, Changes: changes}
+	if _, err := r.sink.Append(ctx, txn.Source()); err != nil {
+		return fmt.Errorf("spool sequence values: %w", err)
+	}
+	if r.unsynced == 0 {
+		if err := r.sink.Sync(ctx); err != nil {
+			return fmt.Errorf("make sequence values durable: %w", err)
+		}
+	}
+	r.seqs.shipped(changes)
+	return nil
+}
+
+// housekeeping does what is due between transactions: the periodic status
+// and sequence sample, capture_state, the slot's figures and snapshot
+// requests.
+func (r *LogicalReader) housekeeping(ctx context.Context) error {
+	if time.Since(r.lastStatus) >= statusInterval {
+		if err := r.sendStatus(ctx, false); err != nil {
+			return err
+		}
+	}
+	if r.unsynced == 0 {
+		if err := r.sampleSequences(ctx, false); err != nil {
+			return err
+		}
+		if err := r.writeState(ctx, false); err != nil {
+			return err
+		}
+	}
+	if time.Since(r.slotChecked) >= slotCheckInterval {
+		r.slotChecked = time.Now()
+		var retained *int64
+		err := r.conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+			FROM pg_replication_slots WHERE slot_name = $1`, r.slot).Scan(&retained)
+		if err != nil {
+			return fmt.Errorf("read replication slot %s: %w", r.slot, err)
+		}
+		if retained != nil {
+			r.slotWAL.Store(*retained)
+		}
+	}
+	return r.snapshots(ctx)
+}
+
+// logicalSource streams one transaction's changes from the replication
+// stream, one row at a time.
+type logicalSource struct {
+	r     *LogicalReader
+	ctx   context.Context
+	hdr   change.TxnHeader
+	first *change.Change
+	queue []change.Change // the tables of a TRUNCATE
+	cur   change.Change
+	end   pglogrepl.LSN // the transaction's end, from its Commit
+	done  bool
+}
+
+func (s *logicalSource) Header() change.TxnHeader { return s.hdr }
+
+func (s *logicalSource) Next() (*change.Change, error) {
+	if s.first != nil {
+		c := s.first
+		s.first = nil
+		return c, nil
+	}
+	for {
+		if len(s.queue) > 0 {
+			s.cur, s.queue = s.queue[0], s.queue[1:]
+			return &s.cur, nil
+		}
+		if s.done {
+			return nil, io.EOF
+		}
+		msg, _, err := s.r.next(s.ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		c, err := s.change(msg)
+		if err != nil {
+			return nil, err
+		}
+		if c != nil {
+			s.cur = *c
+			return &s.cur, nil
+		}
+	}
+}
+
+// skip reads through the transaction without spooling it.
+func (s *logicalSource) skip() error {
+	for {
+		_, err := s.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// change decodes a message inside the transaction; nil for messages that
+// carry no row change.
+func (s *logicalSource) change(msg pglogrepl.Message) (*change.Change, error) {
+	rel := func(id uint32) (*logicalRelation, error) {
+		if r := s.r.rels[id]; r != nil {
+			return r, nil
+		}
+		return nil, fmt.Errorf("pgoutput sent a change for relation %d before describing it", id)
+	}
+	var (
+		c   change.Change
+		r   *logicalRelation
+		err error
+	)
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		s.r.rels[m.RelationID] = newLogicalRelation(m)
+		return nil, nil
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
+		return nil, nil
+	case *pglogrepl.CommitMessage:
+		s.end, s.done = m.TransactionEndLSN, true
+		return nil, nil
+	case *pglogrepl.InsertMessage:
+		if r, err = rel(m.RelationID); err == nil {
+			c, err = r.insertChange(m)
+		}
+	case *pglogrepl.UpdateMessage:
+		if r, err = rel(m.RelationID); err == nil {
+			c, err = r.updateChange(m)
+		}
+	case *pglogrepl.DeleteMessage:
+		if r, err = rel(m.RelationID); err == nil {
+			c, err = r.deleteChange(m)
+		}
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			if r, err = rel(id); err != nil {
+				return nil, err
+			}
+			s.queue = append(s.queue, change.Change{Op: change.Truncate, Schema: r.schema, Table: r.name})
+		}
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("pgoutput sent a %s message inside transaction %d", msg.Type(), s.hdr.XID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}

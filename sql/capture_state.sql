@@ -1,0 +1,20 @@
+-- Capture state on a master, in either capture mode. Idempotent.
+--
+-- position is a spool position P such that every captured transaction at a
+-- position <= P is committed and visible to any snapshot that sees this
+-- row. backup reads it inside its snapshot as the position the restored
+-- slave streams from.
+--
+-- Trigger mode: the position of the last batch whose audit rows were
+-- deleted. At start the reader deletes the audit rows of the transactions
+-- the spool holds after it: they were made durable just before a crash.
+--
+-- Logical mode: written about once a second, and after every snapshot
+-- request, by the reader, which only counts transactions that its own
+-- snapshot sees committed.
+CREATE TABLE IF NOT EXISTS schedsync.capture_state (
+    id         int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    position   bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schedsync.capture_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
