@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/schedsync/schedsync/internal/change"
 	sqlfiles "github.com/schedsync/schedsync/sql"
@@ -115,7 +117,7 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 	if opts.Role == "master" && opts.Mode == ModeLogical {
 		return installLogical(ctx, conn, opts)
 	}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err := ddlTx(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
 		}
@@ -356,7 +358,7 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 	if err := dropSlot(ctx, conn, SlotName(dbOID)); err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	return ddlTx(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
 		}
@@ -424,4 +426,23 @@ func matchTables(patterns []string, schema, name string) bool {
 		}
 	}
 	return false
+}
+
+// ddlTx runs install's or uninstall's transaction, again when it loses a
+// deadlock: it takes table locks one table at a time while the scheduler
+// keeps writing, and a writer holding one of them while waiting for
+// another is chosen to wait or to fail by the server, not by us.
+func ddlTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, conn, fn)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || pgErr.Code != "40P01" {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
+	}
 }

@@ -93,7 +93,7 @@ func installLogical(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (I
 	if err := checkLogicalServer(ctx, conn, rep.Slot); err != nil {
 		return rep, err
 	}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err := ddlTx(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
 		}
