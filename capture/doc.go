@@ -66,4 +66,20 @@
 // columns stops the reader with an error naming the table, because a
 // column was dropped while its changes were pending and the fields can no
 // longer be matched to names.
+//
+// # Logical capture
+//
+// LogicalReader reads a pgoutput slot (proto_version 1) on a replication
+// connection whose output settings are pinned like the triggers', so the
+// text of every value is the same in both modes. A goroutine reads the
+// stream into a small queue; the capture loop streams each transaction's
+// rows into the spool as they arrive (a transaction is never held whole),
+// syncs the spool when the queue runs dry (or every 20 ms under a
+// continuous stream), and only then tells the server the LSN up to which
+// everything is durable. After a restart the slot may send again what was
+// spooled but not confirmed; such transactions are skipped by commit LSN,
+// which only grows. Keepalives advance the confirmed position while
+// nothing is published, so the slot does not hold WAL written by other
+// tables. Exact snapshots (verify) come from a temporary slot's exported
+// snapshot: see logical_snapshot.go.
 package capture

@@ -44,9 +44,15 @@
 // COPY of its table is not MVCC-safe and empties the table in the backup;
 // the TRUNCATE itself is at a position > P, so replay converges all the
 // same. The tables are locked in ACCESS SHARE mode once listed, so DDL
-// waits for the backup rather than break it. Logical capture mode, when it
-// exists, will need the slot's confirmed position read the same way
-// instead of capture_state.
+// waits for the backup rather than break it.
+//
+// In logical capture mode the reader writes P into capture_state about
+// once a second (and after every snapshot request): the position of the
+// last spooled transaction such that it and every earlier one are visible
+// to the writing transaction's own snapshot (a transaction is decoded once
+// its commit is in the WAL, a moment before it becomes visible). The
+// backup's snapshot sees that write, so it sees everything at or before
+// P; every transaction it does not see is spooled after P.
 //
 // # File format (version 1)
 //
