@@ -110,6 +110,7 @@ type received struct {
 type recentTxn struct {
 	pos uint64
 	xid uint32
+	lsn pglogrepl.LSN
 }
 
 // NewLogicalReader makes a reader; Connect starts it.
@@ -211,19 +212,29 @@ func installedSlot(ctx context.Context, conn *pgx.Conn) (string, error) {
 	return *slot, nil
 }
 
-// recover finds the commit LSN of the last transaction in the spool. The
-// spool may hold transactions the slot was not told about before a crash;
-// the slot sends them again and they are skipped by LSN.
+// recover finds the commit LSN of the last transaction in the spool: the
+// one capture_state recorded for its position, or a later one the spool
+// holds after it. The slot may send again what was spooled but not
+// confirmed (the server keeps its confirmed position in memory until a
+// checkpoint, so even a confirmed one after a server crash); those
+// transactions are skipped by LSN.
 func (r *LogicalReader) recover(ctx context.Context) error {
-	var pos int64
-	if err := r.conn.QueryRow(ctx, `SELECT position FROM schedsync.capture_state WHERE id = 1`).Scan(&pos); err != nil {
+	var pos, lsn int64
+	if err := r.conn.QueryRow(ctx, `SELECT position, lsn FROM schedsync.capture_state WHERE id = 1`).Scan(&pos, &lsn); err != nil {
 		return fmt.Errorf("read schedsync.capture_state (run schedsync install on the master): %w", err)
 	}
-	_, err := r.sink.HeadersAfter(ctx, uint64(pos), func(_ uint64, h change.TxnHeader) {
+	r.lastLSN = 0
+	last, err := r.sink.HeadersAfter(ctx, uint64(pos), func(_ uint64, h change.TxnHeader) {
 		r.lastLSN = max(r.lastLSN, pglogrepl.LSN(h.LSN))
 	})
 	if err != nil {
 		return fmt.Errorf("find the last spooled transaction after position %d: %w", pos, err)
+	}
+	if uint64(pos) <= last {
+		// The spool holds position pos and what capture_state says of it.
+		// (A spool replaced by an empty one does not: its slaves need a
+		// re-sync anyway, and whatever the slot sends is kept.)
+		r.lastLSN = max(r.lastLSN, pglogrepl.LSN(lsn))
 	}
 	return nil
 }
@@ -490,7 +501,7 @@ func (r *LogicalReader) deliver(ctx context.Context, b *pglogrepl.BeginMessage) 
 		r.unsyncedSince = time.Now()
 	}
 	r.unsynced++
-	r.pending = append(r.pending, recentTxn{pos: pos, xid: b.Xid})
+	r.pending = append(r.pending, recentTxn{pos: pos, xid: b.Xid, lsn: b.FinalLSN})
 	if r.snap != nil {
 		r.snap.appended(pos, b.FinalLSN)
 	}

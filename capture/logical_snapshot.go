@@ -240,14 +240,16 @@ func (r *LogicalReader) writeState(ctx context.Context, force bool) error {
 			return err
 		}
 		p, keep := last, len(r.recent)
+		var lsn pglogrepl.LSN
 		for i, t := range r.recent {
 			if !snap.visible(t.xid) {
 				p, keep = t.pos-1, i
 				break
 			}
+			lsn = t.lsn
 		}
-		if _, err := tx.Exec(ctx, `UPDATE schedsync.capture_state SET position = $1, updated_at = now()
-			WHERE id = 1 AND position < $1`, int64(p)); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE schedsync.capture_state SET position = $1, lsn = greatest(lsn, $2), updated_at = now()
+			WHERE id = 1 AND position < $1`, int64(p), int64(lsn)); err != nil {
 			return fmt.Errorf("update schedsync.capture_state: %w", err)
 		}
 		r.recent = append(r.recent[:0], r.recent[keep:]...)

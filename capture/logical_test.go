@@ -246,10 +246,18 @@ func TestLogicalRestartSkipsWhatTheSpoolHolds(t *testing.T) {
 	// later, the server sends everything again.
 	d.exec(`SELECT pg_copy_logical_replication_slot($1::text::name, ($1::text || '_copy')::name)`, rep.Slot)
 	sink := &memSink{}
-	_, stop := d.logicalReader(sink)
+	r, stop := d.logicalReader(sink)
 	d.exec(`INSERT INTO t SELECT i, 0 FROM generate_series(1, 3) i`)
 	d.exec(`UPDATE t SET v = 1`)
 	rowChanges(t, sink, 6)
+	// A snapshot request writes capture_state: it then covers every
+	// spooled transaction, and the reader must still know their LSNs.
+	if res := <-r.RequestSnapshot(func(context.Context, pgx.Tx) error { return nil }); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if n := d.count(`SELECT position FROM schedsync.capture_state`); n < 2 {
+		t.Fatalf("capture_state position %d after a snapshot request", n)
+	}
 	stop()
 	d.exec(`UPDATE schedsync.meta SET value = value || '_copy' WHERE key = 'slot'`)
 	d.exec(`UPDATE t SET v = 2 WHERE id = 1`)

@@ -11,10 +11,14 @@
 --
 -- Logical mode: written about once a second, and after every snapshot
 -- request, by the reader, which only counts transactions that its own
--- snapshot sees committed.
+-- snapshot sees committed. lsn is the commit LSN of the last transaction
+-- at or before position: after a restart the slot may send again
+-- transactions the spool holds, and the reader skips those at or before
+-- the last LSN it spooled.
 CREATE TABLE IF NOT EXISTS schedsync.capture_state (
     id         int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     position   bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS lsn bigint NOT NULL DEFAULT 0;
 INSERT INTO schedsync.capture_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;

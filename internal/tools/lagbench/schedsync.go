@@ -21,6 +21,7 @@ import (
 type schedsync struct {
 	w             *world
 	opts          options
+	capture       string // capture.mode: trigger or logical
 	master, slave *node
 }
 
@@ -45,6 +46,9 @@ func (s *schedsync) setup(ctx context.Context) error {
 		"master.host=127.0.0.1",
 		"master.port=" + strconv.Itoa(port),
 		"capture.allow_no_pk=true", // pgbench_history has no primary key
+		// In both files for simplicity: the slave ignores it, and the
+		// master's install creates the publication and slot of logical mode.
+		"capture.mode=" + s.capture,
 		"log.level=" + s.opts.logLevel,
 	}
 	if s.master, err = s.newNode("lag-master", "master", s.w.masterURL(), common); err != nil {
@@ -100,12 +104,50 @@ func (s *schedsync) startSlave(ctx context.Context) error {
 	return err
 }
 
-// waitCaptured waits until the audit table is empty: capture deletes audit
-// rows only once their transactions are durable in the spool.
+// captureLimit is how long the master may take to capture a backlog.
+const captureLimit = 10 * time.Minute
+
 func (s *schedsync) waitCaptured(ctx context.Context) error {
-	return poll(ctx, 20*time.Millisecond, 10*time.Minute, "capture the backlog", func() (bool, error) {
+	if s.capture == "logical" {
+		return s.waitSlotConfirmed(ctx)
+	}
+	return s.waitAuditEmpty(ctx)
+}
+
+// waitAuditEmpty waits until the audit table is empty: trigger capture
+// deletes audit rows only once their transactions are durable in the spool.
+func (s *schedsync) waitAuditEmpty(ctx context.Context) error {
+	return poll(ctx, 20*time.Millisecond, captureLimit, "capture the backlog", func() (bool, error) {
 		n, err := queryInt(ctx, s.w.masterURL(), `SELECT count(*) FROM schedsync.audit`)
 		return n == 0, err
+	})
+}
+
+// waitSlotConfirmed waits until the master service has confirmed its slot
+// past the WAL flushed when called: logical capture confirms an LSN only
+// once every transaction committed before it is durable in the spool. The
+// flush position, read after the caller's last commit returned, is at or
+// past that commit's end, and the walsender sends up to it, so the
+// service's keepalive-driven confirmations reach it even with nothing
+// published after the marker. The master's status position, the catch-up
+// target, is final only then: in logical mode it grows as the walsender
+// decodes the backlog from the WAL, not when pgbench commits.
+func (s *schedsync) waitSlotConfirmed(ctx context.Context) error {
+	mst, err := service.QueryStatus(ctx, s.master.spool)
+	if err != nil {
+		return fmt.Errorf("master status: %w", err)
+	}
+	if mst.Slot == "" {
+		return fmt.Errorf("master status names no replication slot (capture mode %q)", mst.CaptureMode)
+	}
+	target, err := queryInt(ctx, s.w.masterURL(), `SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint`)
+	if err != nil {
+		return fmt.Errorf("master WAL position: %w", err)
+	}
+	return poll(ctx, 20*time.Millisecond, captureLimit, "capture the backlog", func() (bool, error) {
+		n, err := queryInt(ctx, s.w.masterURL(), `SELECT coalesce(pg_wal_lsn_diff(confirmed_flush_lsn, '0/0'), 0)::bigint
+			FROM pg_replication_slots WHERE slot_name = $1`, mst.Slot)
+		return n >= target, err
 	})
 }
 

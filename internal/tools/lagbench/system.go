@@ -16,8 +16,10 @@ type system interface {
 	// stopSlave stops applying; startSlave resumes.
 	stopSlave(ctx context.Context) error
 	startSlave(ctx context.Context) error
-	// waitCaptured returns once the master holds every committed change in
-	// the form it ships (for schedsync: spooled, the audit table empty).
+	// waitCaptured returns once the master holds every change committed
+	// before the call in the form it ships (for schedsync: spooled, which
+	// trigger capture shows by an empty audit table and logical capture by
+	// its slot's confirmed position).
 	waitCaptured(ctx context.Context) error
 	// catchUpWatch returns a function that reports, each time it is
 	// called, system-specific progress of a catch-up (may be nil).
@@ -31,11 +33,13 @@ type catchUpState struct {
 	From, Received, Applied, Target uint64
 }
 
+// newSystem makes the system of a mode: native, or schedsync with mode
+// as its capture.mode.
 func newSystem(mode string, w *world, o options) system {
 	if mode == "native" {
 		return &native{w: w}
 	}
-	return &schedsync{w: w, opts: o}
+	return &schedsync{w: w, opts: o, capture: mode}
 }
 
 // poll calls f every interval until it reports done, an error, or limit.

@@ -220,14 +220,14 @@ func (w *world) waitProbe(ctx context.Context, id int64, limit time.Duration) er
 }
 
 // queryInt runs a one-value query on a connection of its own.
-func queryInt(ctx context.Context, url, sql string) (int64, error) {
+func queryInt(ctx context.Context, url, sql string, args ...any) (int64, error) {
 	conn, err := connect(ctx, url)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close(context.Background())
 	var n int64
-	err = conn.QueryRow(ctx, sql).Scan(&n)
+	err = conn.QueryRow(ctx, sql, args...).Scan(&n)
 	return n, err
 }
 
