@@ -38,6 +38,13 @@ const (
 	// maxUnsyncedFor bounds how long appended transactions wait for a sync
 	// while changes keep arriving without a pause.
 	maxUnsyncedFor = 20 * time.Millisecond
+	// minSyncGap spaces spool syncs under load: when the queue runs dry
+	// less than this after the last sync, the reader lingers for more
+	// transactions until the gap has passed. A sync (with its sequence
+	// sample and status message) per transaction would cost the master
+	// more CPU than the transactions themselves; at light load the gap
+	// has passed already and nothing waits.
+	minSyncGap = 2 * time.Millisecond
 	// stateInterval is how often capture_state is written while changes
 	// arrive; slotCheckInterval how often the slot's retained WAL is read.
 	stateInterval     = time.Second
@@ -88,6 +95,7 @@ type LogicalReader struct {
 	// of them at unsyncedSince.
 	unsynced      int
 	unsyncedSince time.Time
+	lastSync      time.Time
 
 	// recent are durable transactions not yet counted in capture_state,
 	// pending the ones appended since the last sync.
@@ -320,6 +328,11 @@ func (r *LogicalReader) Serve(ctx context.Context) (err error) {
 		if err != nil {
 			return r.stopped(ctx, err)
 		}
+		if !ok && r.unsynced > 0 {
+			if m, ok, err = r.linger(ctx); err != nil {
+				return r.stopped(ctx, err)
+			}
+		}
 		if !ok {
 			// Nothing waiting: make what arrived durable and tell the
 			// server, then wait for more.
@@ -372,6 +385,30 @@ func (r *LogicalReader) next(ctx context.Context, block bool) (pglogrepl.Message
 		msg, err := r.decode(ctx, m)
 		if err != nil || msg != nil {
 			return msg, err == nil, err
+		}
+	}
+}
+
+// linger waits for a message until minSyncGap has passed since the last
+// sync.
+func (r *LogicalReader) linger(ctx context.Context) (pglogrepl.Message, bool, error) {
+	gap := minSyncGap - time.Since(r.lastSync)
+	if gap <= 0 {
+		return nil, false, nil
+	}
+	t := time.NewTimer(gap)
+	defer t.Stop()
+	for {
+		select {
+		case m := <-r.msgs:
+			msg, err := r.decode(ctx, m)
+			if err != nil || msg != nil {
+				return msg, err == nil, err
+			}
+		case <-t.C:
+			return nil, false, nil
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
 		}
 	}
 }
@@ -518,6 +555,7 @@ func (r *LogicalReader) flush(ctx context.Context) error {
 		if err := r.sink.Sync(ctx); err != nil {
 			return fmt.Errorf("make captured transactions durable: %w", err)
 		}
+		r.lastSync = time.Now()
 		r.unsynced = 0
 		r.recent = append(r.recent, r.pending...)
 		r.pending = r.pending[:0]

@@ -1,10 +1,13 @@
 // Command tpsbench measures what schedsync's capture costs the master: the
 // throughput (tps) pgbench reaches on the master repository without
 // schedsync, with the master service capturing by triggers, and with it
-// capturing by logical decoding, in one run on the same clusters.
+// capturing by logical decoding, in one run on the same clusters. Mode
+// decoding is the floor under any logical capture: a pgoutput slot read by
+// pg_recvlogical into /dev/null, so what it costs is the server's own
+// decoding (the walsender), with no schedsync at all.
 //
 //	go run ./internal/tools/tpsbench [-duration 20s] [-rounds 3] [-scale 10]
-//	    [-clients 4] [-threads 2] [-modes none,trigger,logical] [-with-slave] [-bin path] [-keep]
+//	    [-clients 4] [-threads 2] [-modes none,decoding,trigger,logical] [-with-slave] [-bin path] [-keep]
 //
 // It starts one throwaway master cluster (internal/pgtest, wal_level =
 // logical), and with -with-slave a second one for a slave, and builds
@@ -77,7 +80,7 @@ func parseFlags() options {
 	flag.IntVar(&o.scale, "scale", 10, "pgbench -i -s")
 	flag.IntVar(&o.clients, "clients", 4, "pgbench -c")
 	flag.IntVar(&o.threads, "threads", 2, "pgbench -j")
-	flag.StringVar(&modes, "modes", "none,trigger,logical", "comma-separated modes, measured in this order within a round: none, trigger, logical")
+	flag.StringVar(&modes, "modes", "none,decoding,trigger,logical", "comma-separated modes, measured in this order within a round: none, decoding, trigger, logical")
 	flag.BoolVar(&o.withSlave, "with-slave", false, "also run a slave service on a second cluster, applying what the master captures")
 	flag.StringVar(&o.bin, "bin", "", "schedsync binary to use instead of building ./cmd/schedsync")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, spools, logs) and the clusters' files")
@@ -109,8 +112,8 @@ func parseModes(s string) ([]string, error) {
 	for _, m := range strings.Split(s, ",") {
 		m = strings.TrimSpace(m)
 		switch {
-		case m != modeNone && m != modeTrigger && m != modeLogical:
-			return nil, fmt.Errorf("-modes: unknown mode %q (want none, trigger or logical)", m)
+		case m != modeNone && m != modeTrigger && m != modeLogical && m != modeDecoding:
+			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, trigger or logical)", m)
 		case slices.Contains(modes, m):
 			return nil, fmt.Errorf("-modes: %s given twice", m)
 		}
@@ -125,7 +128,7 @@ func usage(msg string) {
 }
 
 func (o options) needsBinary() bool {
-	return slices.ContainsFunc(o.modes, func(m string) bool { return m != modeNone })
+	return slices.ContainsFunc(o.modes, func(m string) bool { return m == modeTrigger || m == modeLogical })
 }
 
 func main() {

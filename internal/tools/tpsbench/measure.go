@@ -33,7 +33,13 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 		return m, err
 	}
 	var d *deployment
-	if mode != modeNone {
+	if mode == modeDecoding {
+		r, err := startDecoding(ctx, w)
+		if err != nil {
+			return m, err
+		}
+		defer r.stop()
+	} else if mode != modeNone {
 		var err error
 		if d, err = newDeployment(o, w, dir, mode); err != nil {
 			return m, err
