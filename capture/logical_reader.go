@@ -43,8 +43,11 @@ const (
 	// transactions until the gap has passed. A sync (with its sequence
 	// sample and status message) per transaction would cost the master
 	// more CPU than the transactions themselves; at light load the gap
-	// has passed already and nothing waits.
-	minSyncGap = 2 * time.Millisecond
+	// has passed already and nothing waits. Measured with lagbench at
+	// 1,000 tx/s on 2 CPUs (p50 / p99 lag): 0 ms 8.4 / 62 ms (the machine
+	// saturates), 2 ms 9.4 / 61 ms, 3 ms 5.0 / 17 ms, 5 ms 7.8 / 24 ms,
+	// 10 ms 9.8 / 18 ms.
+	minSyncGap = 3 * time.Millisecond
 	// stateInterval is how often capture_state is written while changes
 	// arrive; slotCheckInterval how often the slot's retained WAL is read.
 	stateInterval     = time.Second
