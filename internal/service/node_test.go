@@ -48,14 +48,16 @@ func mustExec(t *testing.T, url, sql string, args ...any) {
 	}
 }
 
-func install(t *testing.T, url, role string) {
+func install(t *testing.T, url, role string) { installMode(t, url, role, capture.ModeTrigger) }
+
+func installMode(t *testing.T, url, role, mode string) {
 	t.Helper()
 	c, err := pgx.Connect(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	if _, err := capture.Install(context.Background(), c, capture.InstallOptions{Schemas: []string{"public"}, Role: role}); err != nil {
+	if _, err := capture.Install(context.Background(), c, capture.InstallOptions{Schemas: []string{"public"}, Role: role, Mode: mode}); err != nil {
 		t.Fatalf("install %s: %v", role, err)
 	}
 }
@@ -370,7 +372,17 @@ func TestBacklogRefusal(t *testing.T) {
 // TestMasterRepositoryRestart: the master's database goes away and comes
 // back; the master keeps serving, shows master_unavailable (and so does the
 // slave), and resumes capture by itself.
+// TestMasterRepositoryRestart crashes the master's PostgreSQL (immediate
+// stop) under a running pair, in both capture modes: capture reconnects by
+// itself and nothing is spooled twice. (A slot sending again what the
+// spool holds is forced in capture's TestLogicalRestartSkipsWhatTheSpoolHolds.)
 func TestMasterRepositoryRestart(t *testing.T) {
+	for _, mode := range []string{capture.ModeTrigger, capture.ModeLogical} {
+		t.Run(mode, func(t *testing.T) { masterRepositoryRestart(t, mode) })
+	}
+}
+
+func masterRepositoryRestart(t *testing.T, mode string) {
 	ctx := context.Background()
 	cl, err := pgtest.Start(ctx, pgtest.Options{})
 	if err != nil {
@@ -384,9 +396,11 @@ func TestMasterRepositoryRestart(t *testing.T) {
 	slaveURL := pgtest.NewDB(t)
 	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY)`)
 	mustExec(t, slaveURL, `CREATE TABLE t (id int PRIMARY KEY)`)
-	install(t, masterURL, "master")
+	installMode(t, masterURL, "master", mode)
 	install(t, slaveURL, "slave")
-	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
+	mcfg := baseConfig(t, "master", masterURL)
+	mcfg.Capture.Mode = config.CaptureMode(mode)
+	m, _ := startMaster(t, mcfg)
 	s := newSlave(t, slaveConfig(t, slaveURL, m.addr))
 	if _, err := start(t, s, 10*time.Second); err != nil {
 		t.Fatal(err)
