@@ -105,3 +105,27 @@ func SystemBusy() (time.Duration, error) {
 	}
 	return busy, nil
 }
+
+// Pgbench runs the pgbench binary at bin and returns its output; the last
+// argument is the URL and is left out of errors.
+func Pgbench(ctx context.Context, bin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = CleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args[:len(args)-1], " "), err, out)
+	}
+	return string(out), nil
+}
+
+// CleanEnv is the environment without the caller's PG* variables, which
+// pgbench and pg_recvlogical would obey.
+func CleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

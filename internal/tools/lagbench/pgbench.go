@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // benchResult is what pgbench reports at the end of a run.
@@ -52,7 +53,7 @@ func startBench(ctx context.Context, c *pgtest.Cluster, url string, o options, l
 	}
 	b := &benchRun{done: make(chan struct{})}
 	cmd := exec.CommandContext(ctx, c.Bin("pgbench"), append(args, url)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = benchkit.CleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // dbName is the repository database on both clusters.
@@ -103,7 +102,7 @@ func initRepository(ctx context.Context, c *pgtest.Cluster, scale int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := pgbenchCmd(ctx, c, "-i", "-q", "-s", fmt.Sprint(scale), url); err != nil {
+	if _, err := benchkit.Pgbench(ctx, c.Bin("pgbench"), "-i", "-q", "-s", fmt.Sprint(scale), url); err != nil {
 		return err
 	}
 	conn, err := connect(ctx, url)
@@ -129,28 +128,6 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("connect to %s:%d: %w", cfg.Host, cfg.Port, err)
 	}
 	return conn, nil
-}
-
-// pgbenchCmd runs the cluster's pgbench and returns its output.
-func pgbenchCmd(ctx context.Context, c *pgtest.Cluster, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, c.Bin("pgbench"), args...)
-	cmd.Env = cleanEnv()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args[:len(args)-1], " "), err, out)
-	}
-	return string(out), nil
-}
-
-// cleanEnv drops the caller's PG* variables, which pgbench would obey.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 // insertProbe inserts probe id on the master and returns when the commit

@@ -53,7 +53,7 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 		return m, err
 	}
 	cpu := startCPU(ctx, d)
-	out, err := pgbench(ctx, w.master, "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.threads),
+	out, err := benchkit.Pgbench(ctx, w.master.Bin("pgbench"), "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.threads),
 		"-T", strconv.Itoa(int(o.duration.Round(time.Second).Seconds())), "-n", "-M", "prepared", w.masterURL())
 	if err != nil {
 		return m, err

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os/exec"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // modeDecoding is the floor under logical capture: a pgoutput slot read
@@ -32,7 +34,7 @@ func startDecoding(ctx context.Context, w *world) (*decodingReader, error) {
 	d := &decodingReader{w: w}
 	d.cmd = exec.CommandContext(ctx, w.master.Bin("pg_recvlogical"), "-d", url, "--slot", "tpsbench_decoding", "--start",
 		"-f", "/dev/null", "-o", "proto_version=1", "-o", "publication_names=tpsbench_decoding")
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = benchkit.CleanEnv()
 	if err := d.cmd.Start(); err != nil {
 		d.stop()
 		return nil, fmt.Errorf("start pg_recvlogical: %w", err)

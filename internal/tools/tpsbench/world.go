@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 // dbName is the repository database on both clusters.
@@ -78,7 +77,7 @@ func (w *world) clusters() []*pgtest.Cluster {
 // measurement.
 func (w *world) initTables(ctx context.Context) error {
 	for _, c := range w.clusters() {
-		if _, err := pgbench(ctx, c, "-i", "-q", "-s", fmt.Sprint(w.opts.scale), c.URL(dbName)); err != nil {
+		if _, err := benchkit.Pgbench(ctx, c.Bin("pgbench"), "-i", "-q", "-s", fmt.Sprint(w.opts.scale), c.URL(dbName)); err != nil {
 			return err
 		}
 	}
@@ -127,27 +126,4 @@ func (w *world) close() {
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(os.Stderr, "tpsbench: stop the clusters:", err)
 	}
-}
-
-// pgbench runs the cluster's pgbench and returns its output; the last
-// argument is the URL and is left out of errors.
-func pgbench(ctx context.Context, c *pgtest.Cluster, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, c.Bin("pgbench"), args...)
-	cmd.Env = cleanEnv()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args[:len(args)-1], " "), err, out)
-	}
-	return string(out), nil
-}
-
-// cleanEnv drops the caller's PG* variables, which pgbench would obey.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
