@@ -57,7 +57,7 @@ fmt:
 # The demo (internal/tools/demo) starts its own master and slave clusters with
 # internal/pgtest and runs bin/schedsync through install, start, a Quartz
 # workload, status, verify and stop, printing every command. Flags go in
-# DEMOFLAGS, e.g. make demo DEMOFLAGS='-duration 30s -keep'.
+# DEMOFLAGS, e.g. make demo DEMOFLAGS='-duration 30s -keep' or DEMOFLAGS=-mode=logical.
 DEMOFLAGS ?=
 demo: deps build
 	$(GO) run ./internal/tools/demo -bin $(BIN) $(DEMOFLAGS)

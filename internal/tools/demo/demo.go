@@ -53,7 +53,7 @@ func run(ctx context.Context, o options) (err error) {
 		{"Start two throwaway PostgreSQL clusters: the master's repository and the slave's", d.startClusters},
 		{"Create the Quartz schema (qrtz_* tables) in both repositories", d.createSchemas},
 		{"Write each node's configuration", d.writeConfigs},
-		{"Install schedsync: capture triggers on the master, the state table on the slave", d.install},
+		{"Install schedsync: capture objects on the master (triggers, or publication and slot), the state table on the slave", d.install},
 		{"Start the sync services: start detaches and returns once the service is up", d.start},
 		{fmt.Sprintf("Run the Quartz workload on the master for %s", o.duration), d.workload},
 		{"Wait for the slave to apply everything the master captured", d.waitCaughtUp},

@@ -34,6 +34,7 @@ type options struct {
 	duration time.Duration // how long the Quartz workload runs
 	rate     int           // the workload's target firings per second
 	keep     bool          // keep clusters and dir instead of removing them
+	mode     string        // capture.mode
 }
 
 func main() {
@@ -43,9 +44,10 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long the Quartz workload runs")
 	flag.IntVar(&o.rate, "rate", 300, "target Quartz firings per second (0: as fast as possible)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the clusters' directories and -dir at the end")
+	flag.StringVar(&o.mode, "mode", "trigger", "capture.mode of the master: trigger or logical")
 	flag.Parse()
-	if flag.NArg() > 0 || o.duration <= 0 || o.rate < 0 {
-		fmt.Fprintln(os.Stderr, "demo: usage: demo [-bin FILE] [-dir DIR] [-duration 5s] [-rate N] [-keep]")
+	if flag.NArg() > 0 || o.duration <= 0 || o.rate < 0 || (o.mode != "trigger" && o.mode != "logical") {
+		fmt.Fprintln(os.Stderr, "demo: usage: demo [-bin FILE] [-dir DIR] [-duration 5s] [-rate N] [-mode trigger|logical] [-keep]")
 		os.Exit(2)
 	}
 

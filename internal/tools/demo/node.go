@@ -51,7 +51,7 @@ func (n *node) properties(syncPort, ownPort int, tokenFile string) string {
 		"repository.url=" + n.url,
 		"repository.schemas=public",
 		"repository.tables=qrtz_*",
-		"capture.mode=trigger",
+		"capture.mode=" + n.d.opts.mode,
 		"capture.poll_interval=200ms",
 		"sync.listen=127.0.0.1:" + strconv.Itoa(listen),
 		"sync.token_file=" + tokenFile,
