@@ -53,8 +53,9 @@ const (
 	stateInterval     = time.Second
 	slotCheckInterval = 5 * time.Second
 	// receiveQueue bounds the messages read ahead of the spool: each holds
-	// one row, so memory stays bounded whatever the transaction's size.
-	receiveQueue = 64
+	// one row, so memory stays bounded whatever the transaction's size
+	// (16 rows of 1 MB values hold 32 MB of hex text at most).
+	receiveQueue = 16
 )
 
 // outputSettings pin the walsender's output functions to the same text
