@@ -180,16 +180,21 @@ func (s *session) run(ctx context.Context) error {
 // group applies the transaction at pos and those already waiting after it,
 // within the batch limits, in one slave transaction with the new applied
 // position.
-func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.TxnSource) error {
-	tx, err := s.conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL DEFERRED"); err != nil {
-		return err
-	}
-	p := &pipeline{tx: tx}
+//
+// BEGIN and COMMIT travel in the pipeline with the statements: a group that
+// fits in one pipeline costs one round trip, which matters at low latency
+// on a busy slave.
+func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.TxnSource) (err error) {
+	p := &pipeline{send: s.conn}
+	p.queue(stmt{sql: "BEGIN"})
+	p.queue(stmt{sql: "SET CONSTRAINTS ALL DEFERRED"})
+	defer func() {
+		if err != nil {
+			// After a failed statement the transaction is aborted but open
+			// (or already gone, after a failed COMMIT: then this warns).
+			_, _ = s.conn.Exec(context.Background(), "ROLLBACK")
+		}
+	}()
 	start, bytes := time.Now(), 0
 	var commitTime time.Time
 	for {
@@ -208,19 +213,36 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 			return err
 		}
 	}
-	return s.commit(ctx, tx, p, pos, commitTime)
+	p.queue(setApplied(pos))
+	p.queue(stmt{sql: "COMMIT"})
+	if err := p.flush(ctx); err != nil {
+		return fmt.Errorf("commit applied position %d: %w", pos, err)
+	}
+	s.applied(pos, commitTime)
+	return nil
 }
 
+// setApplied records the applied position, in the transaction of the rows
+// it covers.
+func setApplied(pos uint64) stmt {
+	return stmt{sql: `UPDATE schedsync.state SET applied_position = $1, updated_at = now() WHERE id = 1`, args: []any{int64(pos)}}
+}
+
+func (s *session) applied(pos uint64, commitTime time.Time) {
+	s.a.applied.Store(pos)
+	s.a.opts.OnApplied(pos, commitTime)
+}
+
+// commit ends a group applied in tx (the careful path).
 func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64, commitTime time.Time) error {
-	p.queue(stmt{sql: `UPDATE schedsync.state SET applied_position = $1, updated_at = now() WHERE id = 1`, args: []any{int64(pos)}})
+	p.queue(setApplied(pos))
 	if err := p.flush(ctx); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit applied position %d: %w", pos, err)
 	}
-	s.a.applied.Store(pos)
-	s.a.opts.OnApplied(pos, commitTime)
+	s.applied(pos, commitTime)
 	return nil
 }
 
@@ -292,9 +314,12 @@ func (s *session) statements(ctx context.Context, c *change.Change, truncs *[]st
 	return stmts, nil
 }
 
-// pipeline sends queued statements in one round trip.
+// pipeline sends queued statements in one round trip, on a connection or
+// in a transaction.
 type pipeline struct {
-	tx    pgx.Tx
+	send interface {
+		SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+	}
 	batch pgx.Batch
 }
 
@@ -307,7 +332,7 @@ func (p *pipeline) flush(ctx context.Context) error {
 		return nil
 	}
 	queued := p.batch.QueuedQueries
-	res := p.tx.SendBatch(ctx, &p.batch)
+	res := p.send.SendBatch(ctx, &p.batch)
 	var err error
 	for i := range queued {
 		if _, err = res.Exec(); err != nil {

@@ -35,7 +35,7 @@ func (s *session) careful(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE"); err != nil {
 		return err
 	}
-	p := &pipeline{tx: tx}
+	p := &pipeline{send: tx}
 	var pos uint64
 	var src change.TxnSource
 	for pos < upto {
