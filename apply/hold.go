@@ -27,21 +27,29 @@ func (a *Applier) Hold(ctx context.Context, pos uint64) (release func(), err err
 			a.holdAt, a.holdCh = 0, nil
 		}
 	}
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for a.applied.Load() < pos {
-		select {
-		case <-ctx.Done():
-			release()
-			return nil, fmt.Errorf("slave did not reach position %d (applied %d): %w", pos, a.applied.Load(), ctx.Err())
-		case <-t.C:
-		}
+	if err := a.WaitApplied(ctx, pos); err != nil {
+		release()
+		return nil, err
 	}
 	if applied := a.applied.Load(); applied > pos {
 		release()
 		return nil, fmt.Errorf("slave applied position %d is past %d", applied, pos)
 	}
 	return release, nil
+}
+
+// WaitApplied waits until apply has committed position pos.
+func (a *Applier) WaitApplied(ctx context.Context, pos uint64) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for a.applied.Load() < pos {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("slave did not reach position %d (applied %d): %w", pos, a.applied.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // waitHold blocks before applying the transaction at pos while a hold

@@ -146,11 +146,17 @@ func (t *table) settleSQL(set, key []string) string {
 
 // assignments is "col = $n::text::type, ..." for cols from parameter first.
 func (t *table) assignments(cols []string, first int) string {
-	sets := make([]string, len(cols))
+	return strings.Join(t.equalities(cols, first), ", ")
+}
+
+// equalities are "col = $n::text::type" for cols from parameter first: a
+// match on a key, or assignments.
+func (t *table) equalities(cols []string, first int) []string {
+	eqs := make([]string, len(cols))
 	for i, c := range cols {
-		sets[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.cast(first+i, c))
+		eqs[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.cast(first+i, c))
 	}
-	return strings.Join(sets, ", ")
+	return eqs
 }
 
 // shape is the t.stmts key of a statement of the given kind over two column

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/schedsync/schedsync/internal/change"
@@ -49,14 +50,7 @@ func (t *table) statements(c *change.Change) ([]stmt, error) {
 // keyChanged reports whether an update moved the row to another key. A key
 // column whose new value is Unchanged (not sent) kept its old value.
 func keyChanged(c *change.Change) bool {
-	for i, k := range c.KeyColumns {
-		for j, col := range c.Columns {
-			if col == k && !c.New[j].Unchanged && c.New[j] != c.OldKey[i] {
-				return true
-			}
-		}
-	}
-	return false
+	return !slices.Equal(newKey(c), c.OldKey)
 }
 
 // upsert writes a full row image: INSERT ... ON CONFLICT (primary key) DO
@@ -123,11 +117,7 @@ func (t *table) delete(cols []string, vals []change.Value) stmt {
 // keyMatch is the condition that cols equal parameters first, first+1, ...
 // cast to the columns' types: an equality match on a key.
 func (t *table) keyMatch(cols []string, first int) string {
-	conds := make([]string, len(cols))
-	for i, c := range cols {
-		conds[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.cast(first+i, c))
-	}
-	return strings.Join(conds, " AND ")
+	return strings.Join(t.equalities(cols, first), " AND ")
 }
 
 // oneRowMatch is the condition that picks one row whose cols have the text

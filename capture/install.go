@@ -351,11 +351,11 @@ func dropTriggers(ctx context.Context, tx pgx.Tx, t tableRef) error {
 // IDENTITY FULL that install set. It touches nothing else, and is a no-op
 // when nothing is installed.
 func Uninstall(ctx context.Context, conn *pgx.Conn) error {
-	var dbOID uint32
-	if err := conn.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&dbOID); err != nil {
-		return fmt.Errorf("read the database oid: %w", err)
+	slot, err := repositorySlot(ctx, conn)
+	if err != nil {
+		return err
 	}
-	if err := dropSlot(ctx, conn, SlotName(dbOID)); err != nil {
+	if err := dropSlot(ctx, conn, slot); err != nil {
 		return err
 	}
 	return ddlTx(ctx, conn, func(tx pgx.Tx) error {

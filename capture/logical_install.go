@@ -32,9 +32,29 @@ func (e *ServerSettingsError) Error() string {
 		strings.Join(e.Found, ", "), strings.Join(e.Settings, ", "))
 }
 
-// SlotName is the replication slot of the repository database with the
-// given oid. Slots are cluster-wide, so the name carries the database.
-func SlotName(dbOID uint32) string { return fmt.Sprintf("schedsync_%d", dbOID) }
+// repositorySlot is the name of the replication slot of the database conn
+// is connected to. Slots are cluster-wide, so the name carries the
+// database's oid.
+func repositorySlot(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var dbOID uint32
+	if err := conn.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&dbOID); err != nil {
+		return "", fmt.Errorf("read the database oid: %w", err)
+	}
+	return fmt.Sprintf("schedsync_%d", dbOID), nil
+}
+
+// slotRetainedWAL reads the WAL a slot keeps on the server, in bytes: nil
+// while its restart LSN is not set, an error wrapping pgx.ErrNoRows when
+// there is no such slot.
+func slotRetainedWAL(ctx context.Context, conn *pgx.Conn, slot string) (*int64, error) {
+	var retained *int64
+	err := conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&retained)
+	if err != nil {
+		return nil, fmt.Errorf("read replication slot %s: %w", slot, err)
+	}
+	return retained, nil
+}
 
 // checkLogicalServer checks wal_level, the slot and sender limits and the
 // replication privilege, and reports everything that is wrong at once.
@@ -85,15 +105,14 @@ func checkLogicalServer(ctx context.Context, conn *pgx.Conn, slot string) error 
 // slot behind, and a failure creating it leaves none either.
 func installLogical(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallReport, error) {
 	rep := InstallReport{Publication: PublicationName}
-	var dbOID uint32
-	if err := conn.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&dbOID); err != nil {
-		return rep, fmt.Errorf("read the database oid: %w", err)
+	var err error
+	if rep.Slot, err = repositorySlot(ctx, conn); err != nil {
+		return rep, err
 	}
-	rep.Slot = SlotName(dbOID)
 	if err := checkLogicalServer(ctx, conn, rep.Slot); err != nil {
 		return rep, err
 	}
-	err := ddlTx(ctx, conn, func(tx pgx.Tx) error {
+	err = ddlTx(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
 		}
@@ -311,19 +330,15 @@ func splitList(s string) []string {
 // ReadSlot reads the repository's replication slot and the WAL it keeps on
 // the server, in bytes; ok is false when there is no slot.
 func ReadSlot(ctx context.Context, conn *pgx.Conn) (slot string, retained int64, ok bool, err error) {
-	var dbOID uint32
-	if err := conn.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&dbOID); err != nil {
-		return "", 0, false, fmt.Errorf("read the database oid: %w", err)
+	if slot, err = repositorySlot(ctx, conn); err != nil {
+		return "", 0, false, err
 	}
-	slot = SlotName(dbOID)
-	var r *int64
-	err = conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&r)
+	r, err := slotRetainedWAL(ctx, conn, slot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return slot, 0, false, nil
 	}
 	if err != nil {
-		return slot, 0, false, fmt.Errorf("read replication slot %s: %w", slot, err)
+		return slot, 0, false, err
 	}
 	if r != nil {
 		retained = *r

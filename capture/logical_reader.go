@@ -328,7 +328,7 @@ func (r *LogicalReader) Serve(ctx context.Context) (err error) {
 		if err := r.housekeeping(ctx); err != nil {
 			return r.stopped(ctx, err)
 		}
-		m, ok, err := r.next(ctx, false)
+		m, ok, err := r.next(ctx, noWait)
 		if err != nil {
 			return r.stopped(ctx, err)
 		}
@@ -369,21 +369,20 @@ func (r *LogicalReader) stopped(ctx context.Context, err error) error {
 }
 
 // next returns the next pgoutput message, answering keepalives on the way.
-// Without block it returns ok = false when no message is waiting.
-func (r *LogicalReader) next(ctx context.Context, block bool) (pglogrepl.Message, bool, error) {
+// It gives up (ok = false) once no message is waiting and until fires: a
+// nil until waits for a message, noWait does not wait at all.
+func (r *LogicalReader) next(ctx context.Context, until <-chan time.Time) (pglogrepl.Message, bool, error) {
 	for {
 		var m received
-		if block {
+		select {
+		case m = <-r.msgs:
+		default:
 			select {
 			case m = <-r.msgs:
+			case <-until:
+				return nil, false, nil
 			case <-ctx.Done():
 				return nil, false, ctx.Err()
-			}
-		} else {
-			select {
-			case m = <-r.msgs:
-			default:
-				return nil, false, nil
 			}
 		}
 		msg, err := r.decode(ctx, m)
@@ -392,6 +391,13 @@ func (r *LogicalReader) next(ctx context.Context, block bool) (pglogrepl.Message
 		}
 	}
 }
+
+// noWait makes next return at once when no message is waiting.
+var noWait = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // linger waits for a message until minSyncGap has passed since the last
 // sync.
@@ -402,19 +408,7 @@ func (r *LogicalReader) linger(ctx context.Context) (pglogrepl.Message, bool, er
 	}
 	t := time.NewTimer(gap)
 	defer t.Stop()
-	for {
-		select {
-		case m := <-r.msgs:
-			msg, err := r.decode(ctx, m)
-			if err != nil || msg != nil {
-				return msg, err == nil, err
-			}
-		case <-t.C:
-			return nil, false, nil
-		case <-ctx.Done():
-			return nil, false, ctx.Err()
-		}
-	}
+	return r.next(ctx, t.C)
 }
 
 // wait blocks until a message, a snapshot request or a tick.
@@ -617,11 +611,9 @@ func (r *LogicalReader) housekeeping(ctx context.Context) error {
 	}
 	if time.Since(r.slotChecked) >= slotCheckInterval {
 		r.slotChecked = time.Now()
-		var retained *int64
-		err := r.conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-			FROM pg_replication_slots WHERE slot_name = $1`, r.slot).Scan(&retained)
+		retained, err := slotRetainedWAL(ctx, r.conn, r.slot)
 		if err != nil {
-			return fmt.Errorf("read replication slot %s: %w", r.slot, err)
+			return err
 		}
 		if retained != nil {
 			r.slotWAL.Store(*retained)
@@ -659,7 +651,7 @@ func (s *logicalSource) Next() (*change.Change, error) {
 		if s.done {
 			return nil, io.EOF
 		}
-		msg, _, err := s.r.next(s.ctx, true)
+		msg, _, err := s.r.next(s.ctx, nil)
 		if err != nil {
 			return nil, err
 		}

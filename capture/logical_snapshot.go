@@ -46,14 +46,13 @@ type logicalSnapshot struct {
 	track []posLSN
 	cpCh  chan pglogrepl.LSN
 	cp    pglogrepl.LSN // 0 until known
-	// past: the stream has gone past CP.
-	past    bool
+	// maxSeen is the highest commit LSN or send position seen since.
+	maxSeen pglogrepl.LSN
 	doneCh  chan error
 	fnDone  bool
 	fnErr   error
 	asked   time.Time // last keepalive request while waiting for past
 	cancel  context.CancelFunc
-	maxSeen pglogrepl.LSN
 }
 
 type posLSN struct {
@@ -61,18 +60,14 @@ type posLSN struct {
 	lsn pglogrepl.LSN
 }
 
-func (s *logicalSnapshot) consistentAt(cp pglogrepl.LSN) {
-	s.cp = cp
-	s.past = s.maxSeen >= cp
-}
+func (s *logicalSnapshot) consistentAt(cp pglogrepl.LSN) { s.cp = cp }
 
 // sawLSN notes a commit LSN or a send position seen in the stream.
-func (s *logicalSnapshot) sawLSN(lsn pglogrepl.LSN) {
-	s.maxSeen = max(s.maxSeen, lsn)
-	if s.cp != 0 && lsn >= s.cp {
-		s.past = true
-	}
-}
+func (s *logicalSnapshot) sawLSN(lsn pglogrepl.LSN) { s.maxSeen = max(s.maxSeen, lsn) }
+
+// past says the stream has gone past CP: every transaction committed
+// before it has been received.
+func (s *logicalSnapshot) past() bool { return s.cp != 0 && s.maxSeen >= s.cp }
 
 func (s *logicalSnapshot) appended(pos uint64, lsn pglogrepl.LSN) {
 	s.track = append(s.track, posLSN{pos, lsn})
@@ -132,14 +127,14 @@ func (r *LogicalReader) snapshots(ctx context.Context) error {
 		s.abandon(s.fnErr)
 		return nil
 	}
-	if s.cp != 0 && !s.past && time.Since(s.asked) > 20*time.Millisecond {
+	if s.cp != 0 && !s.past() && time.Since(s.asked) > 20*time.Millisecond {
 		// The server answers with a keepalive carrying its send position.
 		s.asked = time.Now()
 		if err := r.sendStatus(ctx, true); err != nil {
 			return err
 		}
 	}
-	if !s.fnDone || !s.past {
+	if !s.fnDone || !s.past() {
 		return nil
 	}
 	return r.finishSnapshot(ctx, s)

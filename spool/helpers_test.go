@@ -82,6 +82,19 @@ func (g *genSource) Next() (*change.Change, error) {
 	return &g.c, nil
 }
 
+// nextInOrder reads the next transaction from r, which must be at want,
+// and checks its contents.
+func nextInOrder(ctx context.Context, r *Reader, want uint64) error {
+	pos, src, err := r.Next(ctx)
+	if err != nil {
+		return err
+	}
+	if pos != want {
+		return fmt.Errorf("out of order: got position %d, want %d", pos, want)
+	}
+	return checkTxn(pos, src)
+}
+
 // checkTxn reads src and compares it with the generated content for pos.
 func checkTxn(pos uint64, src change.TxnSource) error {
 	want := genFor(pos)

@@ -96,10 +96,7 @@ func (r *Reader) trimRecord(h recordHeader) error {
 func (s *Spool) AppendRecord(ctx context.Context, data []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if err := s.writable(); err != nil && !errors.Is(err, errRecordTxnOpen) {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.recordWritable(ctx); err != nil {
 		return err
 	}
 	h, err := parseRecordHeader(data)
@@ -136,6 +133,15 @@ func (s *Spool) AppendRecord(ctx context.Context, data []byte) error {
 	s.last = h.last
 	s.mu.Unlock()
 	return s.maybeRoll()
+}
+
+// recordWritable is writable for the calls that may come while a shipped
+// transaction is still open (AppendRecord, Sync), and checks ctx.
+func (s *Spool) recordWritable(ctx context.Context) error {
+	if err := s.writable(); err != nil && !errors.Is(err, errRecordTxnOpen) {
+		return err
+	}
+	return ctx.Err()
 }
 
 // Rollback drops the records of a transaction that AppendRecord began and

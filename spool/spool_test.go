@@ -179,18 +179,11 @@ func TestReaderTailsLiveAppends(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		for want := uint64(1); want <= n; want++ {
-			pos, src, err := r.Next(ctx)
-			if err == nil && pos != want {
-				err = errors.New("out of order")
-			}
-			if err == nil {
-				err = checkTxn(pos, src)
-			}
-			if err != nil {
+			if err := nextInOrder(ctx, r, want); err != nil {
 				done <- err
 				return
 			}
-			woke <- pos
+			woke <- want
 		}
 		done <- nil
 	}()
@@ -397,19 +390,12 @@ func TestConcurrentUse(t *testing.T) {
 			}
 			defer r.Close()
 			for want := uint64(1); want <= n; want++ {
-				pos, src, err := r.Next(ctx)
-				if err == nil && pos != want {
-					err = errors.New("out of order")
-				}
-				if err == nil {
-					err = checkTxn(pos, src)
-				}
-				if err != nil {
+				if err := nextInOrder(ctx, r, want); err != nil {
 					errc <- err
 					return
 				}
-				_ = s.BytesAfter(pos)
-				applied[i].Store(pos)
+				_ = s.BytesAfter(want)
+				applied[i].Store(want)
 			}
 			errc <- nil
 		}()

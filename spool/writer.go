@@ -81,10 +81,7 @@ func (s *Spool) AppendAt(ctx context.Context, pos uint64, src change.TxnSource) 
 func (s *Spool) Sync(ctx context.Context) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if err := s.writable(); err != nil && !errors.Is(err, errRecordTxnOpen) {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.recordWritable(ctx); err != nil {
 		return err
 	}
 	return s.syncLocked()

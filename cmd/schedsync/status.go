@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/capture"
@@ -91,7 +90,7 @@ func (a *app) addSlotFigures(ctx context.Context, cfg *config.Config, st *servic
 	st.CaptureMode = string(cfg.Capture.Mode)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, cfg.Repository.URL)
+	conn, err := a.connectRepository(ctx, cfg, "status")
 	if err != nil {
 		fmt.Fprintf(a.stderr, "schedsync status: cannot read the replication slot: %v\n", err)
 		return

@@ -103,13 +103,7 @@ func TestEdgeCases(t *testing.T) {
 			if m, s := queryRow(t, ctx, w.master.repo, seq), queryRow(t, ctx, w.slave.repo, seq); m != s {
 				t.Errorf("edge_child_id_seq: master %s, slave %s", m, s)
 			}
-			r, err := w.slave.run(verifyTimeout, "verify")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.code != 0 {
-				t.Errorf("verify: exit %d\n%s", r.code, r.output())
-			}
+			w.verifyEqual(t)
 			t.Run("stop", w.stopServices)
 		})
 	}

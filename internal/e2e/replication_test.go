@@ -322,14 +322,7 @@ func (w *world) checkEqual(t *testing.T, ctx context.Context) {
 // repositories equal, then find the row changed on the slave behind the
 // service's back.
 func (w *world) verify(t *testing.T, ctx context.Context) {
-	r, err := w.slave.run(verifyTimeout, "verify")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("schedsync verify (equal repositories): exit %d\n%s", r.code, r.output())
-	if r.code != 0 || !strings.Contains(strings.ToLower(r.output()), "equal") {
-		t.Errorf("verify of equal repositories: exit %d, want 0 and output saying equal", r.code)
-	}
+	w.verifyEqual(t)
 	conn, err := pgx.Connect(ctx, w.slave.repo)
 	if err != nil {
 		t.Fatal(err)
@@ -342,12 +335,27 @@ func (w *world) verify(t *testing.T, ctx context.Context) {
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("change one qrtz_triggers row on the slave: %v (%d rows)", err, tag.RowsAffected())
 	}
-	if r, err = w.slave.run(verifyTimeout, "verify"); err != nil {
+	r, err := w.slave.run(verifyTimeout, "verify")
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("schedsync verify (one qrtz_triggers row changed on the slave): exit %d\n%s", r.code, r.output())
 	if r.code != 1 || !strings.Contains(r.output(), "qrtz_triggers") {
 		t.Errorf("verify after changing a qrtz_triggers row on the slave: exit %d, want 1 and output naming qrtz_triggers", r.code)
+	}
+}
+
+// verifyEqual runs `schedsync verify` on the slave of repositories that
+// must be equal: exit 0 and output saying so.
+func (w *world) verifyEqual(t *testing.T) {
+	t.Helper()
+	r, err := w.slave.run(verifyTimeout, "verify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("schedsync verify (equal repositories): exit %d\n%s", r.code, r.output())
+	if r.code != 0 || !strings.Contains(strings.ToLower(r.output()), "equal") {
+		t.Errorf("verify of equal repositories: exit %d, want 0 and output saying equal", r.code)
 	}
 }
 

@@ -50,6 +50,20 @@ func mustExec(t *testing.T, url, sql string, args ...any) {
 
 func install(t *testing.T, url, role string) { installMode(t, url, role, capture.ModeTrigger) }
 
+// newRepositories makes a master and a slave repository in the shared
+// cluster, runs schema on both (unless empty) and installs schedsync.
+func newRepositories(t *testing.T, schema string) (masterURL, slaveURL string) {
+	t.Helper()
+	masterURL, slaveURL = pgtest.NewDB(t), pgtest.NewDB(t)
+	if schema != "" {
+		mustExec(t, masterURL, schema)
+		mustExec(t, slaveURL, schema)
+	}
+	install(t, masterURL, "master")
+	install(t, slaveURL, "slave")
+	return masterURL, slaveURL
+}
+
 func installMode(t *testing.T, url, role, mode string) {
 	t.Helper()
 	c, err := pgx.Connect(context.Background(), url)
@@ -222,12 +236,7 @@ func sameSpools(t *testing.T, master, slave *spool.Spool) int {
 // and stalls them past the heartbeat deadline. The slave spool must end
 // identical to the master's: nothing lost, nothing duplicated.
 func TestStreamingSurvivesConnectionFaults(t *testing.T) {
-	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
-	for _, url := range []string{masterURL, slaveURL} {
-		mustExec(t, url, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
-	}
-	install(t, masterURL, "master")
-	install(t, slaveURL, "slave")
+	masterURL, slaveURL := newRepositories(t, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
 	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
 
 	proxy := newFaultProxy(t, m.addr, 64<<10, time.Second)
@@ -295,9 +304,7 @@ func tableFingerprint(t *testing.T, url, table string) string {
 }
 
 func TestSlaveRefusals(t *testing.T) {
-	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
-	install(t, masterURL, "master")
-	install(t, slaveURL, "slave")
+	masterURL, slaveURL := newRepositories(t, "")
 	mcfg := baseConfig(t, "master", masterURL)
 	m, _ := startMaster(t, mcfg)
 	waitFor(t, "master to reach its repository", 30*time.Second, func() bool { return m.Status().State == StateStreaming })
@@ -331,12 +338,7 @@ func TestSlaveRefusals(t *testing.T) {
 // spool.max_backlog was captured is refused with DESIGN.md's message and
 // ErrNeedsResync, and the master stops keeping spool for it.
 func TestBacklogRefusal(t *testing.T) {
-	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
-	for _, url := range []string{masterURL, slaveURL} {
-		mustExec(t, url, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
-	}
-	install(t, masterURL, "master")
-	install(t, slaveURL, "slave")
+	masterURL, slaveURL := newRepositories(t, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
 	mcfg := baseConfig(t, "master", masterURL)
 	mcfg.Spool.MaxBacklog = 64 << 10
 	m, _ := startMaster(t, mcfg)

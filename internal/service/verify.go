@@ -133,12 +133,7 @@ func (s *Slave) verify(ctx context.Context) (VerifyResult, error) {
 // slave lacks is left out, which Compare reports.
 func (s *Slave) slaveChecksums(ctx context.Context, mrep checksum.Report) (checksum.Report, error) {
 	rep := checksum.Report{Position: mrep.Position}
-	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
-	if err != nil {
-		return rep, fmt.Errorf("connect to the slave repository: %w", err)
-	}
-	defer conn.Close(context.Background())
-	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := s.inSnapshot(ctx, func(tx pgx.Tx) error {
 		var specs []checksum.Spec
 		for _, t := range mrep.Tables {
 			var ok bool
@@ -162,20 +157,11 @@ func (s *Slave) slaveChecksums(ctx context.Context, mrep checksum.Report) (check
 
 // sequencesAt waits until apply has passed pos and reads the sequences.
 func (s *Slave) sequencesAt(ctx context.Context, a *apply.Applier, pos uint64) ([]checksum.Sequence, error) {
-	for a.Applied() < pos {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for apply to reach position %d to compare sequences: %w", pos, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := a.WaitApplied(ctx, pos); err != nil {
+		return nil, fmt.Errorf("compare sequences: %w", err)
 	}
-	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the slave repository: %w", err)
-	}
-	defer conn.Close(context.Background())
 	var seqs []checksum.Sequence
-	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := s.inSnapshot(ctx, func(tx pgx.Tx) error {
 		var err error
 		_, seqs, err = checksum.Compute(ctx, tx, nil, s.cfg.Repository.Schemas)
 		return err
@@ -184,6 +170,17 @@ func (s *Slave) sequencesAt(ctx context.Context, a *apply.Applier, pos uint64) (
 		return nil, fmt.Errorf("slave sequences: %w", err)
 	}
 	return seqs, nil
+}
+
+// inSnapshot runs fn in a REPEATABLE READ, READ ONLY transaction on a new
+// connection to the slave repository.
+func (s *Slave) inSnapshot(ctx context.Context, fn func(pgx.Tx) error) error {
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	if err != nil {
+		return fmt.Errorf("connect to the slave repository: %w", err)
+	}
+	defer conn.Close(context.Background())
+	return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn)
 }
 
 func verifyResult(mrep, srep checksum.Report) VerifyResult {

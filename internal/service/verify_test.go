@@ -9,21 +9,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/schedsync/schedsync/internal/pgtest"
 )
 
 // TestVerifyWhileMasterWrites: verify compares at one exact position, so a
 // master that keeps writing gives no false differences, and a row changed
 // on the slave is caught and named.
 func TestVerifyWhileMasterWrites(t *testing.T) {
-	masterURL, slaveURL := pgtest.NewDB(t), pgtest.NewDB(t)
-	schema := `CREATE TABLE t (id bigserial PRIMARY KEY, v text, f float8, j jsonb);
-		CREATE TABLE still (id int PRIMARY KEY, v text); INSERT INTO still VALUES (1, 'untouched')`
-	mustExec(t, masterURL, schema)
-	mustExec(t, slaveURL, schema)
-	install(t, masterURL, "master")
-	install(t, slaveURL, "slave")
+	masterURL, slaveURL := newRepositories(t, `CREATE TABLE t (id bigserial PRIMARY KEY, v text, f float8, j jsonb);
+		CREATE TABLE still (id int PRIMARY KEY, v text); INSERT INTO still VALUES (1, 'untouched')`)
 	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
 	s := newSlave(t, slaveConfig(t, slaveURL, m.addr))
 	if _, err := start(t, s, 10*time.Second); err != nil {

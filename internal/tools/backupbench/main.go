@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -38,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 type options struct {
@@ -60,12 +60,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.BoolVar(&o.walMinimal, "wal-minimal", false, "run the cluster with wal_level = minimal (default: logical, as pgtest)")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "backupbench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("backupbench", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 // bench is the world the steps run in.
@@ -81,15 +76,11 @@ type bench struct {
 }
 
 func run(ctx context.Context, o options) error {
-	dir, err := os.MkdirTemp("", "backupbench-")
+	dir, done, err := benchkit.WorkDir("backupbench", o.keep)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Println("keeping", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer done()
 	var settings map[string]string
 	if o.walMinimal {
 		settings = map[string]string{"wal_level": "minimal", "max_wal_senders": "0"}

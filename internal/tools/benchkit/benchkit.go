@@ -10,9 +10,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -128,4 +130,46 @@ func CleanEnv() []string {
 		}
 	}
 	return env
+}
+
+// WriteNodeConfig writes dir/name.properties for a schedsync node with
+// spool.dir dir/name, then the common lines, and returns both paths.
+func WriteNodeConfig(dir, name, role, url string, common []string) (config, spool string, err error) {
+	config, spool = filepath.Join(dir, name+".properties"), filepath.Join(dir, name)
+	props := append([]string{
+		"node.role=" + role,
+		"node.name=" + name,
+		"repository.url=" + url,
+		"spool.dir=" + spool,
+	}, common...)
+	if err := os.WriteFile(config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", config, err)
+	}
+	return config, spool, nil
+}
+
+// Main runs a tool: run gets a context that SIGINT and SIGTERM cancel, so
+// the tool can clean up; an error is printed after the tool's name and
+// exits 1.
+func Main(name string, run func(context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// WorkDir makes a run's temporary directory. done removes it, unless keep:
+// then its path is printed and it stays.
+func WorkDir(name string, keep bool) (dir string, done func(), err error) {
+	if dir, err = os.MkdirTemp("", name+"-"); err != nil {
+		return "", nil, fmt.Errorf("create the temporary directory: %w", err)
+	}
+	if keep {
+		fmt.Println("keeping", dir)
+		return dir, func() {}, nil
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
 }

@@ -55,11 +55,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/tools/benchkit"
@@ -171,25 +169,16 @@ func (o options) needsBinary() bool {
 
 func main() {
 	o := parseFlags()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "lagbench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("lagbench", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 func run(ctx context.Context, o options) error {
 	printMachine()
-	dir, err := os.MkdirTemp("", "lagbench-")
+	dir, done, err := benchkit.WorkDir("lagbench", o.keep)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Println("keeping", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer done()
 	if o.bin == "" && o.needsBinary() {
 		o.bin = filepath.Join(dir, "bin", "schedsync")
 		if err = benchkit.BuildBinary(ctx, o.bin); err != nil {

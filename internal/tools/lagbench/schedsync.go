@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/service"
@@ -66,14 +64,9 @@ func (s *schedsync) setup(ctx context.Context) error {
 
 // newNode writes a node's config and runs `schedsync install` for it.
 func (s *schedsync) newNode(name, role, url string, common []string) (*node, error) {
-	n := &node{bin: s.opts.bin, name: name, config: filepath.Join(s.w.dir, name+".properties"), spool: filepath.Join(s.w.dir, name)}
-	props := append([]string{
-		"node.role=" + role,
-		"node.name=" + name,
-		"repository.url=" + url,
-		"spool.dir=" + n.spool,
-	}, common...)
-	if err := os.WriteFile(n.config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {
+	n := &node{bin: s.opts.bin, name: name}
+	var err error
+	if n.config, n.spool, err = benchkit.WriteNodeConfig(s.w.dir, name, role, url, common); err != nil {
 		return nil, err
 	}
 	if _, err := n.run(context.Background(), "install"); err != nil {

@@ -37,14 +37,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/config"
+
+	"github.com/schedsync/schedsync/internal/tools/benchkit"
 )
 
 type options struct {
@@ -92,12 +92,7 @@ func parseFlags() options {
 
 func main() {
 	o := parseFlags()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "shipbench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("shipbench", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 // maxAttempts bounds the repetitions of a disturbed run.

@@ -42,11 +42,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/tools/benchkit"
@@ -133,25 +131,16 @@ func (o options) needsBinary() bool {
 
 func main() {
 	o := parseFlags()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "tpsbench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("tpsbench", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 func run(ctx context.Context, o options) error {
 	printCommand(o)
-	dir, err := os.MkdirTemp("", "tpsbench-")
+	dir, done, err := benchkit.WorkDir("tpsbench", o.keep)
 	if err != nil {
-		return fmt.Errorf("create the temporary directory: %w", err)
+		return err
 	}
-	if o.keep {
-		fmt.Println("keeping", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer done()
 	if o.bin == "" && o.needsBinary() {
 		o.bin = filepath.Join(dir, "bin", "schedsync")
 		fmt.Println("building ./cmd/schedsync")

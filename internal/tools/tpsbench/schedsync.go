@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/schedsync/schedsync/internal/tools/benchkit"
@@ -81,15 +80,10 @@ func newDeployment(o options, w *world, dir, mode string) (*deployment, error) {
 
 // writeNode writes one node's .properties file.
 func writeNode(bin, dir, name, role, url string, common []string) (*node, error) {
-	n := &node{bin: bin, name: name, config: filepath.Join(dir, name+".properties"), spool: filepath.Join(dir, name)}
-	props := append([]string{
-		"node.role=" + role,
-		"node.name=" + name,
-		"repository.url=" + url,
-		"spool.dir=" + n.spool,
-	}, common...)
-	if err := os.WriteFile(n.config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("write %s: %w", n.config, err)
+	n := &node{bin: bin, name: name}
+	var err error
+	if n.config, n.spool, err = benchkit.WriteNodeConfig(dir, name, role, url, common); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
