@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestCrashAfterSyncBeforeDelete: the sink made a batch durable but the
@@ -135,5 +137,41 @@ func TestSequencesShipped(t *testing.T) {
 	txns := sink.all()
 	if txns[1].Changes[0].Op != 'S' || txns[3].Changes[0].Op != 'S' {
 		t.Fatalf("sequence transaction does not follow its batch")
+	}
+}
+
+// TestSnapshotAnsweredAfterConfirm: a snapshot request is answered only
+// once capture_state shows the batch delivered with it, so that a backup
+// that drains capture this way and then reads capture_state in its own
+// snapshot gets the position the request reported, not an older one whose
+// backlog could exceed spool.max_backlog.
+func TestSnapshotAnsweredAfterConfirm(t *testing.T) {
+	d := newTestDB(t)
+	d.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	d.install(InstallOptions{})
+	r := d.reader(&memSink{}, 100)
+	check := d.conn()
+	for round := 0; round < 5; round++ {
+		d.exec(`INSERT INTO t SELECT g FROM generate_series($1::int * 1000 + 1, $1::int * 1000 + 1000) g`, round)
+		done := r.RequestSnapshot(func(context.Context, pgx.Tx) error { return nil })
+		polled := make(chan error, 1)
+		go func() {
+			_, err := r.Poll(context.Background())
+			polled <- err
+		}()
+		res := <-done
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		var pos int64
+		if err := check.QueryRow(context.Background(), `SELECT position FROM schedsync.capture_state`).Scan(&pos); err != nil {
+			t.Fatal(err)
+		}
+		if uint64(pos) != res.Position {
+			t.Fatalf("round %d: snapshot answered at position %d while capture_state shows %d", round, res.Position, pos)
+		}
+		if err := <-polled; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

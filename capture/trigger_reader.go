@@ -296,10 +296,16 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 	if r.seqs != nil {
 		r.seqs.shipped(seqs)
 	}
-	for _, sn := range snaps {
-		last := r.sink.LastPosition()
-		sn.done <- SnapshotResult{Position: last, SequencesAt: last, Err: snapErr}
-	}
+	// Snapshot requests are answered once the batch is confirmed, so that
+	// capture_state shows it to a snapshot taken next (a backup reads its
+	// position there), and in every case: the position is right whether or
+	// not the confirm went through.
+	last := r.sink.LastPosition()
+	defer func() {
+		for _, sn := range snaps {
+			sn.done <- SnapshotResult{Position: last, SequencesAt: last, Err: snapErr}
+		}
+	}()
 	if conf == nil {
 		return 0, nil
 	}
