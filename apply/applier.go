@@ -62,6 +62,9 @@ type Applier struct {
 	log     Log
 	logger  *slog.Logger
 	applied atomic.Uint64
+	// epoch is the capture history of the slave's data, as committed with
+	// applied (schedsync.state.capture_epoch).
+	epoch atomic.Uint64
 
 	holdMu sync.Mutex
 	holdAt uint64        // apply stops after this position while holdCh is open
@@ -87,6 +90,15 @@ func New(opts Options, log Log) *Applier {
 
 // Applied is the last position committed in the slave repository.
 func (a *Applier) Applied() uint64 { return a.applied.Load() }
+
+// Epoch is the capture history of the slave's data, once Run has read it
+// (0 before, and for a slave that started empty until it applies its
+// first transaction).
+func (a *Applier) Epoch() uint64 { return a.epoch.Load() }
+
+// ErrHistory: a transaction in the spool belongs to another capture
+// history than the slave's data; only a re-sync brings the slave back.
+var ErrHistory = errors.New("the slave needs a re-sync")
 
 // ErrNeedsResync: the slave repository is marked as not consistent (an
 // interrupted restore); apply refuses to run on it.
@@ -124,13 +136,15 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 		return err
 	}
 	var marked bool
-	if err := conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state WHERE id = 1`).Scan(&marked); err != nil {
+	var epoch int64
+	if err := conn.QueryRow(ctx, `SELECT needs_resync, capture_epoch FROM schedsync.state WHERE id = 1`).Scan(&marked, &epoch); err != nil {
 		return fmt.Errorf("read schedsync.state (run schedsync install on the slave): %w", err)
 	}
 	if marked {
 		return ErrNeedsResync
 	}
 	a.applied.Store(applied)
+	a.epoch.Store(uint64(epoch))
 	s := &session{a: a, conn: conn, tables: tables{}}
 	for {
 		err := s.run(ctx)
@@ -154,6 +168,27 @@ type session struct {
 	tables tables
 	// failedAt is the last position read by the group that failed.
 	failedAt uint64
+	// epoch is the capture history of the group being applied: the
+	// committed one, or the one a slave that started empty takes from its
+	// first transaction. It is committed with the applied position.
+	epoch uint64
+}
+
+// admit checks that the transaction at pos continues the capture history
+// of the slave's data. A slave that started empty (never restored, nothing
+// applied) takes the history of the first transaction it applies, the
+// first of the master's stream, since the handshake let it start from 0.
+func (s *session) admit(pos uint64, h change.TxnHeader) error {
+	switch {
+	case h.Epoch == s.epoch:
+		return nil
+	case s.epoch == 0 && s.a.applied.Load() == 0:
+		s.epoch = h.Epoch
+		return nil
+	}
+	return fmt.Errorf("%w: the transaction at position %d belongs to capture history %016x, but the slave's data to %016x; "+
+		"capture was installed again on the master and changes made meanwhile are missing here; run schedsync resync",
+		ErrHistory, pos, h.Epoch, s.epoch)
 }
 
 // run applies groups until an error.
@@ -197,8 +232,12 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 	}()
 	start, bytes := time.Now(), 0
 	var commitTime time.Time
+	s.epoch = s.a.epoch.Load()
 	for {
 		s.failedAt = pos
+		if err := s.admit(pos, src.Header()); err != nil {
+			return err
+		}
 		n, err := s.txn(ctx, p, src)
 		if err != nil {
 			return err
@@ -213,7 +252,7 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 			return err
 		}
 	}
-	p.queue(setApplied(pos))
+	p.queue(setApplied(pos, s.epoch))
 	p.queue(stmt{sql: "COMMIT"})
 	if err := p.flush(ctx); err != nil {
 		return fmt.Errorf("commit applied position %d: %w", pos, err)
@@ -222,20 +261,22 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 	return nil
 }
 
-// setApplied records the applied position, in the transaction of the rows
-// it covers.
-func setApplied(pos uint64) stmt {
-	return stmt{sql: `UPDATE schedsync.state SET applied_position = $1, updated_at = now() WHERE id = 1`, args: []any{int64(pos)}}
+// setApplied records the applied position and the capture history, in
+// the transaction of the rows they cover.
+func setApplied(pos, epoch uint64) stmt {
+	return stmt{sql: `UPDATE schedsync.state SET applied_position = $1, capture_epoch = $2, updated_at = now() WHERE id = 1`,
+		args: []any{int64(pos), int64(epoch)}}
 }
 
 func (s *session) applied(pos uint64, commitTime time.Time) {
+	s.a.epoch.Store(s.epoch)
 	s.a.applied.Store(pos)
 	s.a.opts.OnApplied(pos, commitTime)
 }
 
 // commit ends a group applied in tx (the careful path).
 func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64, commitTime time.Time) error {
-	p.queue(setApplied(pos))
+	p.queue(setApplied(pos, s.epoch))
 	if err := p.flush(ctx); err != nil {
 		return err
 	}

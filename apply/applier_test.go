@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/apply"
+	"github.com/schedsync/schedsync/internal/change"
 )
 
 const mixedSchema = `
@@ -166,4 +167,49 @@ func TestLargeTransaction(t *testing.T) {
 	r.Capture()
 	r.ApplyAll()
 	r.RequireEqual()
+}
+
+// TestApplyKeepsToItsCaptureHistory: a slave that started empty takes the
+// capture history of the first transaction it applies and commits it with
+// its position; a transaction of another history (capture installed again
+// on the master) then stops apply with ErrHistory before any of its rows
+// lands, and nothing moves.
+func TestApplyKeepsToItsCaptureHistory(t *testing.T) {
+	r := newRig(t, `CREATE TABLE k (id int PRIMARY KEY, v text); CREATE TABLE nokey (v text)`, true)
+	r.Exec(r.MasterURL, `INSERT INTO k VALUES (1, 'a'); INSERT INTO nokey VALUES ('x'), ('x')`)
+	r.Capture()
+	r.ApplyAll()
+	r.RequireEqual()
+	epoch := r.Reader.Epoch()
+	state := func() (applied, epoch int64) {
+		t.Helper()
+		if err := r.Conn(r.SlaveURL).QueryRow(context.Background(),
+			`SELECT applied_position, capture_epoch FROM schedsync.state`).Scan(&applied, &epoch); err != nil {
+			t.Fatal(err)
+		}
+		return applied, epoch
+	}
+	applied, got := state()
+	if epoch == 0 || uint64(got) != epoch {
+		t.Fatalf("the slave's capture history is %x after its first apply, the master's %x", got, epoch)
+	}
+
+	other := &change.Txn{
+		TxnHeader: change.TxnHeader{XID: 1 << 40, CommitTime: time.Now(), Epoch: epoch ^ 1},
+		Changes:   []change.Change{{Op: change.Insert, Schema: "public", Table: "nokey", Columns: []string{"v"}, New: []change.Value{change.Text("x")}}},
+	}
+	if _, err := r.Spool.Append(context.Background(), other.Source()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Spool.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := runUntilError(t, r)
+	if !errors.Is(err, apply.ErrHistory) || !strings.Contains(err.Error(), "capture history") {
+		t.Fatalf("apply of another capture history: %v", err)
+	}
+	if a, e := state(); a != applied || e != got {
+		t.Fatalf("state moved to position %d, history %x (was %d, %x)", a, e, applied, got)
+	}
+	r.RequireEqual() // the keyless row did not land a third time
 }

@@ -38,8 +38,12 @@ func (s *session) careful(ctx context.Context) error {
 	p := &pipeline{send: tx}
 	var pos uint64
 	var src change.TxnSource
+	s.epoch = s.a.epoch.Load()
 	for pos < upto {
 		if pos, src, err = r.Next(ctx); err != nil {
+			return err
+		}
+		if err := s.admit(pos, src.Header()); err != nil {
 			return err
 		}
 		if err := s.carefulTxn(ctx, tx, src); err != nil {

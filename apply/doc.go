@@ -9,6 +9,14 @@
 // transaction (grouping), which never exposes a state between two source
 // transactions' boundaries.
 //
+// Every transaction carries the capture history (epoch) it was captured
+// under, and the slave's data has one (schedsync.state.capture_epoch, set
+// by restore from the backup, or taken from the first transaction by a
+// slave that started empty; committed with the applied position). Apply
+// refuses a transaction of another history with ErrHistory: capture was
+// installed again on the master, and what changed in between is missing
+// here; only a re-sync helps.
+//
 // Replay is idempotent on full row images: insert and update are upserts on
 // the key (an update that changed the key deletes the old key first),
 // delete is delete-if-present, TRUNCATE truncates. The session runs with
@@ -26,9 +34,11 @@
 // never moves the row over one already at the new key (see
 // updateMovingKey).
 //
-// When a group fails on a unique-constraint conflict between rows (which
-// happens when replaying onto a restored snapshot that already holds later
-// versions of rows), the group is rolled back and applied again change by
+// A restore's position is exactly what its snapshot holds (see package
+// backup), so replay never goes over changes the slave already has; that
+// is what keeps a table without a primary key exact, where no upsert could
+// absorb a change applied twice. When a group fails all the same on a
+// unique-constraint conflict between rows, the group is rolled back and applied again change by
 // change under savepoints: a conflicting row, which by the argument in
 // DESIGN.md is rewritten later in the stream, is removed so the change can
 // land. Apply must never skip a change or drop a column the master sends:

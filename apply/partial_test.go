@@ -39,7 +39,7 @@ func feed(t *testing.T, r *pipetest.Pipeline, changes ...change.Change) {
 	ctx := context.Background()
 	for i := range changes {
 		txn := &change.Txn{
-			TxnHeader: change.TxnHeader{XID: 1_000_000 + r.Spool.LastPosition(), CommitTime: time.Now()},
+			TxnHeader: change.TxnHeader{XID: 1_000_000 + r.Spool.LastPosition(), CommitTime: time.Now(), Epoch: r.Reader.Epoch()},
 			Changes:   changes[i : i+1],
 		}
 		if _, err := r.Spool.Append(ctx, txn.Source()); err != nil {

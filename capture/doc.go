@@ -52,7 +52,33 @@
 // leaves audit rows whose transactions are already in the spool. At start
 // the reader asks the Sink for the source XIDs it holds after the recorded
 // position and deletes those audit rows first. xid8 never wraps, so an XID
-// names one transaction forever.
+// names one transaction forever. A poll that failed after appending part
+// of its batch (the database went away mid-batch) leaves transactions in
+// the spool that are not durable yet and whose audit rows stay: the next
+// reader syncs the spool before it looks, so those are found and deleted
+// too, never delivered twice.
+//
+// # Capture histories
+//
+// Install draws a random epoch into schedsync.capture_state; uninstall
+// drops it with the schema. Every transaction either reader spools carries
+// the epoch it was captured under (change.TxnHeader.Epoch). The master's
+// spool goes on across uninstall and install, and positions never restart
+// below what it holds (the readers raise capture_state to the spool's last
+// position at connect), but the history does not: what changed while
+// nothing captured is in no history. Backups record the epoch of their
+// position, slaves record the epoch of their data, the handshake refuses a
+// slave whose epoch is not that of the first transaction it would apply,
+// and apply refuses such a transaction: a slave of an old history is
+// re-seeded (resync), never silently continued.
+//
+// # Exact snapshots
+//
+// RequestSnapshot runs a function in a snapshot that holds exactly the
+// transactions up to a spool position (trigger: a poll's snapshot that
+// drains the audit table; logical: see below). ExportSnapshot exports it
+// for another session: backups are read in it, so that a backup's
+// position is exactly what its snapshot covers.
 //
 // # Values
 //
@@ -78,7 +104,8 @@
 // continuous stream), and only then tells the server the LSN up to which
 // everything is durable. After a restart the slot may send again what was
 // spooled but not confirmed; such transactions are skipped by commit LSN,
-// which only grows. Keepalives advance the confirmed position while
+// which only grows (only LSNs of the current epoch count: another
+// history's were another slot's). Keepalives advance the confirmed position while
 // nothing is published, so the slot does not hold WAL written by other
 // tables. Exact snapshots (verify) come from a temporary slot's exported
 // snapshot: see logical_snapshot.go.

@@ -2,8 +2,11 @@ package capture
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path"
 	"strings"
 	"time"
@@ -192,6 +195,9 @@ func runScripts(ctx context.Context, tx pgx.Tx, role, mode, version string) erro
 		if _, err := tx.Exec(ctx, sqlfiles.CaptureState); err != nil {
 			return fmt.Errorf("create capture state: %w", err)
 		}
+		if err := drawEpoch(ctx, tx); err != nil {
+			return err
+		}
 		if mode == ModeTrigger {
 			if _, err := tx.Exec(ctx, sqlfiles.Capture); err != nil {
 				return fmt.Errorf("create capture objects: %w", err)
@@ -202,6 +208,20 @@ func runScripts(ctx context.Context, tx pgx.Tx, role, mode, version string) erro
 		}
 	}
 	return setMeta(ctx, tx, "version", version)
+}
+
+// drawEpoch gives a new capture state its epoch: a random 63-bit number,
+// so that two installs never share one.
+func drawEpoch(ctx context.Context, tx pgx.Tx) error {
+	var b [8]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		return fmt.Errorf("draw a capture epoch: %w", err)
+	}
+	epoch := int64(binary.BigEndian.Uint64(b[:])>>1) | 1
+	if _, err := tx.Exec(ctx, `UPDATE schedsync.capture_state SET epoch = $1 WHERE id = 1 AND epoch = 0`, epoch); err != nil {
+		return fmt.Errorf("set the capture epoch: %w", err)
+	}
+	return nil
 }
 
 func setMeta(ctx context.Context, tx pgx.Tx, key, value string) error {
@@ -428,21 +448,41 @@ func matchTables(patterns []string, schema, name string) bool {
 	return false
 }
 
-// ddlTx runs install's or uninstall's transaction, again when it loses a
-// deadlock: it takes table locks one table at a time while the scheduler
-// keeps writing, and a writer holding one of them while waiting for
-// another is chosen to wait or to fail by the server, not by us.
+// ddlTx runs install's or uninstall's transaction, again when it cannot
+// get a lock in time or loses a deadlock: it takes table locks one table
+// at a time while the scheduler keeps writing, and a writer that holds one
+// of them while it waits for another would otherwise deadlock with it.
+// Each lock is waited for ddlLockTimeout at most, shorter than the
+// server's deadlock_timeout, so that neither the scheduler nor install
+// waits long, and the transaction is tried again after a pause.
 func ddlTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, conn, fn)
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ddlLockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
 		var pgErr *pgconn.PgError
-		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || pgErr.Code != "40P01" {
+		if err == nil || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "55P03") {
 			return err
 		}
+		if attempt == ddlAttempts {
+			return fmt.Errorf("%w (tried %d times while the tables were busy: run it again, or at a quieter moment)", err, attempt)
+		}
+		pause := min(time.Duration(attempt)*50*time.Millisecond, time.Second)
+		pause += time.Duration(rand.N(int64(pause)))
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		case <-time.After(pause):
 		}
 	}
 }
+
+// ddlLockTimeout bounds each lock wait of install and uninstall; ddlAttempts
+// bounds their attempts (about a minute in all).
+const (
+	ddlLockTimeout = 200 * time.Millisecond
+	ddlAttempts    = 60
+)

@@ -111,6 +111,9 @@ type LogicalReader struct {
 
 	slotWAL     atomic.Int64
 	slotChecked time.Time
+
+	// epoch is the capture history, read from capture_state at connect.
+	epoch atomic.Uint64
 }
 
 // received is one message of the replication stream, or its end.
@@ -144,6 +147,9 @@ func NewLogicalReader(opts LogicalOptions, sink Sink) *LogicalReader {
 // SlotRetainedWAL is the WAL the slot keeps on the master, in bytes, as
 // last read; -1 when unknown.
 func (r *LogicalReader) SlotRetainedWAL() int64 { return r.slotWAL.Load() }
+
+// Epoch is the capture history the reader spools into; 0 until connected.
+func (r *LogicalReader) Epoch() uint64 { return r.epoch.Load() }
 
 // Slot is the replication slot's name, once connected.
 func (r *LogicalReader) Slot() string { return r.slot }
@@ -231,24 +237,35 @@ func installedSlot(ctx context.Context, conn *pgx.Conn) (string, error) {
 // checkpoint, so even a confirmed one after a server crash); those
 // transactions are skipped by LSN.
 func (r *LogicalReader) recover(ctx context.Context) error {
-	var pos, lsn int64
-	if err := r.conn.QueryRow(ctx, `SELECT position, lsn FROM schedsync.capture_state WHERE id = 1`).Scan(&pos, &lsn); err != nil {
-		return fmt.Errorf("read schedsync.capture_state (run schedsync install on the master): %w", err)
+	// Transactions appended before a failure and not yet synced are made
+	// durable first, so that they are found below and skipped when the
+	// slot sends them again.
+	if err := r.sink.Sync(ctx); err != nil {
+		return fmt.Errorf("make spooled transactions durable: %w", err)
 	}
+	st, err := readCaptureState(ctx, r.conn)
+	if err != nil {
+		return err
+	}
+	epoch := st.epoch
+	r.epoch.Store(epoch)
 	r.lastLSN = 0
-	last, err := r.sink.HeadersAfter(ctx, uint64(pos), func(_ uint64, h change.TxnHeader) {
-		r.lastLSN = max(r.lastLSN, pglogrepl.LSN(h.LSN))
+	last, err := r.sink.HeadersAfter(ctx, st.position, func(_ uint64, h change.TxnHeader) {
+		// LSNs of another history are another slot's.
+		if h.Epoch == epoch {
+			r.lastLSN = max(r.lastLSN, pglogrepl.LSN(h.LSN))
+		}
 	})
 	if err != nil {
-		return fmt.Errorf("find the last spooled transaction after position %d: %w", pos, err)
+		return fmt.Errorf("find the last spooled transaction after position %d: %w", st.position, err)
 	}
-	if uint64(pos) <= last {
+	if st.position <= last {
 		// The spool holds position pos and what capture_state says of it.
 		// (A spool replaced by an empty one does not: its slaves need a
 		// re-sync anyway, and whatever the slot sends is kept.)
-		r.lastLSN = max(r.lastLSN, pglogrepl.LSN(lsn))
+		r.lastLSN = max(r.lastLSN, pglogrepl.LSN(st.lsn))
 	}
-	return nil
+	return raisePosition(ctx, r.conn, r.sink.LastPosition(), uint64(r.lastLSN))
 }
 
 // receive reads the replication stream into out until it fails or ctx ends.
@@ -506,7 +523,8 @@ func (r *LogicalReader) deliver(ctx context.Context, b *pglogrepl.BeginMessage) 
 	if r.snap != nil {
 		r.snap.sawLSN(b.FinalLSN)
 	}
-	src := &logicalSource{r: r, ctx: ctx, hdr: change.TxnHeader{XID: uint64(b.Xid), CommitTime: b.CommitTime, LSN: uint64(b.FinalLSN)}}
+	src := &logicalSource{r: r, ctx: ctx, hdr: change.TxnHeader{XID: uint64(b.Xid), CommitTime: b.CommitTime, LSN: uint64(b.FinalLSN),
+		Epoch: r.epoch.Load()}}
 	if b.FinalLSN <= r.lastLSN {
 		// Spooled before a restart, not yet confirmed: skip it.
 		return src.skip()
@@ -579,7 +597,7 @@ func (r *LogicalReader) sampleSequences(ctx context.Context, delivered bool) err
 	if err != nil || len(changes) == 0 {
 		return err
 	}
-	txn := &change.Txn{TxnHeader: change.TxnHeader{CommitTime: r.sampled}, Changes: changes}
+	txn := &change.Txn{TxnHeader: change.TxnHeader{CommitTime: r.sampled, Epoch: r.epoch.Load()}, Changes: changes}
 	if _, err := r.sink.Append(ctx, txn.Source()); err != nil {
 		return fmt.Errorf("spool sequence values: %w", err)
 	}

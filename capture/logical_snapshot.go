@@ -152,7 +152,7 @@ func (r *LogicalReader) finishSnapshot(ctx context.Context, s *logicalSnapshot) 
 	if err := r.sampleSequences(ctx, false); err != nil {
 		return err
 	}
-	res := SnapshotResult{Position: s.position(), SequencesAt: r.sink.LastPosition(), Err: s.fnErr}
+	res := SnapshotResult{Position: s.position(), SequencesAt: r.sink.LastPosition(), Epoch: r.epoch.Load(), Err: s.fnErr}
 	if err := r.writeState(ctx, true); err != nil {
 		return err
 	}

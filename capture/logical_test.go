@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -370,5 +371,52 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLogicalStreamFailsBeforeSync: the replication connection dies while
+// transactions are appended to the spool and not yet synced. The next
+// reader must make them durable and skip them when the slot sends them
+// again, not spool them twice.
+func TestLogicalStreamFailsBeforeSync(t *testing.T) {
+	d := newTestDB(t)
+	d.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	d.install(InstallOptions{Mode: ModeLogical})
+	for i := 1; i <= 3; i++ {
+		d.exec(`INSERT INTO t VALUES ($1)`, i)
+	}
+	sink := &killingSink{memSink: &memSink{}}
+	r := NewLogicalReader(LogicalOptions{ConnConfig: mustConfig(t, d.url), PollInterval: time.Hour}, sink)
+	admin := d.conn()
+	sink.kill = func() {
+		if _, err := admin.Exec(context.Background(), `SELECT pg_terminate_backend($1)`, r.repl.PID()); err != nil {
+			t.Errorf("terminate the replication connection: %v", err)
+		}
+		// Until the reader has the error queued behind what it received:
+		// it then fails before the queue runs dry and it syncs.
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err := r.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Serve(context.Background()); err == nil {
+		t.Fatal("the reader survived its replication connection's death")
+	}
+	if got := len(sink.all()); got == 0 || got > 3 {
+		t.Fatalf("%d transactions reached the sink before the stream failed", got)
+	}
+
+	_, stop := d.logicalReader(sink.memSink)
+	d.exec(`INSERT INTO t VALUES (4)`)
+	got, _ := rowChanges(t, sink.memSink, 4)
+	time.Sleep(300 * time.Millisecond) // anything sent twice would be here by now
+	stop()
+	got, _ = rowChanges(t, sink.memSink, 4)
+	var ids []string
+	for _, c := range got {
+		ids = append(ids, c.New[0].Text)
+	}
+	if fmt.Sprint(ids) != "[1 2 3 4]" {
+		t.Fatalf("spooled %v, want [1 2 3 4] once each", ids)
 	}
 }

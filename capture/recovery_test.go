@@ -7,19 +7,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/change"
 )
 
 // TestCrashAfterSyncBeforeDelete: the sink made a batch durable but the
 // reader died before deleting its audit rows. The next reader must not ship
 // those transactions again.
 func TestCrashAfterSyncBeforeDelete(t *testing.T) {
-	d := newTestDB(t)
+	d := threeRows(t)
 	ctx := context.Background()
-	d.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	d.install(InstallOptions{})
-	for i := 1; i <= 3; i++ {
-		d.exec(`INSERT INTO t VALUES ($1)`, i)
-	}
 	sink := &memSink{}
 	r := d.reader(sink, 2)
 	// One full poll, then a batch that reaches the sink but is never confirmed.
@@ -58,6 +55,19 @@ func TestCrashAfterSyncBeforeDelete(t *testing.T) {
 	if left != 0 || pos != 4 {
 		t.Fatalf("audit rows left %d, recorded position %d", left, pos)
 	}
+}
+
+// threeRows is a database with trigger capture installed on a table t
+// that three transactions wrote a row each to.
+func threeRows(t *testing.T) *testDB {
+	t.Helper()
+	d := newTestDB(t)
+	d.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	d.install(InstallOptions{})
+	for i := 1; i <= 3; i++ {
+		d.exec(`INSERT INTO t VALUES ($1)`, i)
+	}
+	return d
 }
 
 // TestNotifyWakesReader: with a poll interval of an hour, only the NOTIFY
@@ -173,5 +183,58 @@ func TestSnapshotAnsweredAfterConfirm(t *testing.T) {
 		if err := <-polled; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// killingSink is a memSink that terminates the reader's database session
+// right after the first transaction of a poll reaches it: the poll then
+// fails with that transaction appended to the spool but not durable.
+type killingSink struct {
+	*memSink
+	kill func()
+	done bool
+}
+
+func (k *killingSink) Append(ctx context.Context, src change.TxnSource) (uint64, error) {
+	pos, err := k.memSink.Append(ctx, src)
+	if err == nil && !k.done {
+		k.done = true
+		k.kill()
+	}
+	return pos, err
+}
+
+// TestPollFailsMidBatch: the master's session dies in the middle of a
+// batch, after some of its transactions reached the spool and before the
+// spool synced them. Their audit rows stay; the next reader must make them
+// durable and delete those rows, not deliver them a second time (a
+// keyless table would get its rows twice on the slave).
+func TestPollFailsMidBatch(t *testing.T) {
+	d := threeRows(t)
+	ctx := context.Background()
+	sink := &killingSink{memSink: &memSink{}}
+	r := d.reader(sink, 100)
+	admin := d.conn()
+	sink.kill = func() {
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, r.conn.PgConn().PID()); err != nil {
+			t.Errorf("terminate the reader's session: %v", err)
+		}
+	}
+	if n, err := r.Poll(ctx); err == nil {
+		t.Fatalf("the poll survived its session's death (%d transactions)", n)
+	}
+	r.Close()
+	if got := len(sink.all()); got != 1 {
+		t.Fatalf("%d transactions reached the sink before the poll failed, want 1", got)
+	}
+
+	r2 := d.reader(sink.memSink, 100) // Connect recovers
+	drain(t, r2)
+	var ids []string
+	for _, txn := range sink.all() {
+		ids = append(ids, txn.Changes[0].New[0].Text)
+	}
+	if fmt.Sprint(ids) != "[1 2 3]" {
+		t.Fatalf("delivered %v, want [1 2 3] once each", ids)
 	}
 }

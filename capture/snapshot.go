@@ -2,7 +2,10 @@ package capture
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -21,7 +24,9 @@ type SnapshotResult struct {
 	// not transactional, so a slave compares its sequences once it has
 	// applied this far (at or after Position).
 	SequencesAt uint64
-	Err         error
+	// Epoch is the capture history of the transactions up to Position.
+	Epoch uint64
+	Err   error
 }
 
 // Reader is a capture reader of either mode, as the master service drives
@@ -31,7 +36,66 @@ type Reader interface {
 	Connect(ctx context.Context) error
 	Serve(ctx context.Context) error
 	RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult
+	// Epoch is the capture history the reader spools into, known once
+	// connected (0 before).
+	Epoch() uint64
 	Close()
+}
+
+// ImportTimeout bounds how long capture waits, inside the snapshot, for
+// the importer of ExportSnapshot: in trigger mode capture is held that
+// long.
+const ImportTimeout = 30 * time.Second
+
+// Snapshotter is a reader as ExportSnapshot uses it.
+type Snapshotter interface {
+	RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult
+}
+
+// ExportSnapshot makes an exact snapshot available to another session: it
+// asks r for a snapshot, exports it (pg_export_snapshot) and calls imp
+// with its name; imp must import it (SET TRANSACTION SNAPSHOT) before it
+// returns, while capture holds the snapshot open. It returns the position
+// and epoch the snapshot equals once capture has made them durable. A
+// backup taken in the imported snapshot then holds exactly the
+// transactions up to that position.
+//
+// When ExportSnapshot returns, imp has returned and will not be called:
+// imp's context ends with ctx.
+func ExportSnapshot(ctx context.Context, r Snapshotter, imp func(ctx context.Context, name string) error) (SnapshotResult, error) {
+	var mu sync.Mutex
+	abandoned, called := false, false
+	done := r.RequestSnapshot(func(cctx context.Context, tx pgx.Tx) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			return errors.New("the snapshot was no longer wanted")
+		}
+		if called {
+			// A poll that failed after running the function retries the
+			// request: the first snapshot was imported, and is not this one.
+			return errors.New("capture failed after the snapshot was taken; take the backup again")
+		}
+		called = true
+		var name string
+		if err := tx.QueryRow(cctx, `SELECT pg_export_snapshot()`).Scan(&name); err != nil {
+			return fmt.Errorf("export the snapshot: %w", err)
+		}
+		ictx, cancel := context.WithTimeout(ctx, ImportTimeout)
+		defer cancel()
+		stop := context.AfterFunc(cctx, cancel) // capture stopping ends the wait too
+		defer stop()
+		return imp(ictx, name)
+	})
+	select {
+	case res := <-done:
+		return res, res.Err
+	case <-ctx.Done():
+		mu.Lock() // waits for imp, which ends with ctx
+		abandoned = true
+		mu.Unlock()
+		return SnapshotResult{}, ctx.Err()
+	}
 }
 
 type snapshotRequest struct {

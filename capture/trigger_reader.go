@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,16 +65,21 @@ type TriggerReader struct {
 	// pending is a batch durable in the sink whose audit rows are not yet
 	// deleted; it is confirmed before anything else is read.
 	pending *confirmation
+	// epoch is the capture history, read from capture_state at connect.
+	epoch atomic.Uint64
 
 	snaps snapshotQueue
 }
 
 // RequestSnapshot asks the capture loop to run fn in the snapshot of its
-// next poll that drains the audit table (at most a poll interval away) and
-// to report the spool position that snapshot equals, once durable.
+// next poll that drains the audit table (the request wakes a waiting loop)
+// and to report the spool position that snapshot equals, once durable.
 func (r *TriggerReader) RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult {
 	return r.snaps.request(fn)
 }
+
+// Epoch is the capture history the reader spools into; 0 until connected.
+func (r *TriggerReader) Epoch() uint64 { return r.epoch.Load() }
 
 type confirmation struct {
 	xids     []string
@@ -170,12 +176,31 @@ func (r *TriggerReader) Close() {
 
 func (r *TriggerReader) recover(ctx context.Context) error {
 	if r.pending != nil {
-		return r.confirm(ctx)
+		if err := r.confirm(ctx); err != nil {
+			return err
+		}
 	}
-	var pos int64
-	if err := r.conn.QueryRow(ctx, `SELECT position FROM schedsync.capture_state WHERE id = 1`).Scan(&pos); err != nil {
-		return fmt.Errorf("read schedsync.capture_state (run schedsync install on the master): %w", err)
+	// A poll that failed after appending some of its transactions left
+	// them in the spool, not yet durable, while their audit rows stay:
+	// made durable now, they are found below and their rows deleted,
+	// instead of being delivered a second time.
+	if err := r.sink.Sync(ctx); err != nil {
+		return fmt.Errorf("make spooled transactions durable: %w", err)
 	}
+	st, err := readCaptureState(ctx, r.conn)
+	if err != nil {
+		return err
+	}
+	r.epoch.Store(st.epoch)
+	if err := r.deleteSpooled(ctx, st.position); err != nil {
+		return err
+	}
+	return raisePosition(ctx, r.conn, r.sink.LastPosition(), 0)
+}
+
+// deleteSpooled deletes the audit rows of the transactions the spool
+// holds after pos: spooled just before a crash, they were not confirmed.
+func (r *TriggerReader) deleteSpooled(ctx context.Context, pos uint64) error {
 	// Only transactions that still have audit rows matter, so memory is
 	// bounded by the audit table, not by the spool after pos (which is
 	// large when capture_state was reset by a reinstall).
@@ -198,9 +223,11 @@ func (r *TriggerReader) recover(ctx context.Context) error {
 		}
 		inAudit[x] = true
 	}
+	epoch := r.epoch.Load()
 	var xids []uint64
-	last, err := r.sink.HeadersAfter(ctx, uint64(pos), func(_ uint64, h change.TxnHeader) {
-		if inAudit[h.XID] {
+	last, err := r.sink.HeadersAfter(ctx, pos, func(_ uint64, h change.TxnHeader) {
+		// Audit rows belong to this install's history only.
+		if h.Epoch == epoch && inAudit[h.XID] {
 			xids = append(xids, h.XID)
 		}
 	})
@@ -219,10 +246,20 @@ func (r *TriggerReader) recover(ctx context.Context) error {
 	return r.confirm(ctx)
 }
 
-// wait blocks until a notification or the poll interval.
+// wait blocks until a notification, a snapshot request or the poll
+// interval.
 func (r *TriggerReader) wait(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, r.opts.PollInterval)
 	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-r.snaps.woken():
+			cancel() // like the poll interval passing: poll now
+		case <-stop:
+		}
+	}()
 	_, err := r.listen.WaitForNotification(wctx)
 	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
 		return nil // poll interval passed
@@ -303,7 +340,7 @@ func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
 	last := r.sink.LastPosition()
 	defer func() {
 		for _, sn := range snaps {
-			sn.done <- SnapshotResult{Position: last, SequencesAt: last, Err: snapErr}
+			sn.done <- SnapshotResult{Position: last, SequencesAt: last, Epoch: r.epoch.Load(), Err: snapErr}
 		}
 	}()
 	if conf == nil {
@@ -328,7 +365,7 @@ func (r *TriggerReader) sampleSequences(ctx context.Context, tx pgx.Tx, delivere
 	if err != nil || len(changes) == 0 {
 		return nil, err
 	}
-	txn := &change.Txn{TxnHeader: change.TxnHeader{CommitTime: r.sampled}, Changes: changes}
+	txn := &change.Txn{TxnHeader: change.TxnHeader{CommitTime: r.sampled, Epoch: r.epoch.Load()}, Changes: changes}
 	if _, err := r.sink.Append(ctx, txn.Source()); err != nil {
 		return nil, fmt.Errorf("spool sequence values: %w", err)
 	}
@@ -406,7 +443,7 @@ func (r *TriggerReader) deliver(ctx context.Context, tx pgx.Tx, t txnInfo) (uint
 		return 0, fmt.Errorf("read audit rows of transaction %s: %w", t.xid, err)
 	}
 	defer rows.Close()
-	src := &auditSource{r: r, rows: rows, hdr: change.TxnHeader{XID: xid, CommitTime: t.last}}
+	src := &auditSource{r: r, rows: rows, hdr: change.TxnHeader{XID: xid, CommitTime: t.last, Epoch: r.epoch.Load()}}
 	pos, err := r.sink.Append(ctx, src)
 	if err != nil {
 		return 0, fmt.Errorf("spool transaction %s: %w", t.xid, err)

@@ -97,6 +97,29 @@ func RefuseBacklog(slave string, backlog, maxBacklog uint64) *RefusedError {
 		slave, backlog, maxBacklog)}
 }
 
+// RefuseHistory refuses a slave whose data belongs to another capture
+// history than the changes it would stream: capture was uninstalled and
+// installed again on the master (or the slave's data predates epochs),
+// so changes made while nothing captured are missing from the slave and
+// only a backup and restore brings it back. Like a backlog refusal it is
+// ErrNeedsResync (exit code 3, resync.auto acts on it).
+func RefuseHistory(slave string, slaveEpoch, masterEpoch, applied uint64) *RefusedError {
+	const fix = "run backup and restore (schedsync resync) to re-sync the slave"
+	if slaveEpoch == 0 && applied == 0 {
+		return &RefusedError{Code: CodeBacklog, Message: fmt.Sprintf(
+			"slave %s starts empty, but the master's changes from its first on do not all belong to one capture history "+
+				"(they reach capture history %016x): capture was installed again on the master; %s", slave, masterEpoch, fix)}
+	}
+	what := fmt.Sprintf("holds data of capture history %016x", slaveEpoch)
+	if slaveEpoch == 0 {
+		what = "holds data of no known capture history (seeded or applied by an older schedsync)"
+	}
+	return &RefusedError{Code: CodeBacklog, Message: fmt.Sprintf(
+		"slave %s %s, but the master's changes after its position %d belong to capture history %016x: "+
+			"capture was installed again on the master, and what changed meanwhile was never captured; %s",
+		slave, what, applied, masterEpoch, fix)}
+}
+
 // RefuseSameRepository refuses a slave whose repository is the master's.
 func RefuseSameRepository(id Identity) *RefusedError {
 	return &RefusedError{Code: CodeSameRepository, Message: fmt.Sprintf(

@@ -28,12 +28,12 @@ func TestHandshakeSuccess(t *testing.T) {
 	}
 	h := r.hello
 	if h.Name != "node02" || !sameIdentity(h.Identity, slaveID) || h.Applied != 1000 ||
-		h.Received != 1200 || h.MaxFrame != 1<<20 || h.Version != ProtocolVersion {
+		h.Received != 1200 || h.Epoch != 0x1234_5678_9abc || h.MaxFrame != 1<<20 || h.Version != ProtocolVersion {
 		t.Fatalf("hello: %+v", h)
 	}
 	w := r.welcome
 	if w.Name != "node01" || !sameIdentity(w.Identity, masterID) || w.LastPosition != 5000 ||
-		w.StartAfter != 1200 || w.Heartbeat != 50*time.Millisecond || w.MaxFrame != DefaultMaxFrame {
+		w.StartAfter != 1200 || w.Epoch != 0x0fed_cba9 || w.Heartbeat != 50*time.Millisecond || w.MaxFrame != DefaultMaxFrame {
 		t.Fatalf("welcome: %+v", w)
 	}
 }
@@ -276,6 +276,24 @@ func TestHandshakeBacklog(t *testing.T) {
 	}
 	if !errors.Is(r.srvErr, ErrNeedsResync) {
 		t.Fatalf("server: %v", r.srvErr)
+	}
+}
+
+// A slave of another capture history is refused like one past its
+// backlog (ErrNeedsResync, exit 3), with a message naming both histories.
+func TestHandshakeHistory(t *testing.T) {
+	decide := func(h Hello) (Welcome, *RefusedError) {
+		return Welcome{}, RefuseHistory(h.Name, h.Epoch, 0xfeed, h.Applied)
+	}
+	r := handshakePipe(t, testServerOptions(), decide, testClientOptions())
+	if !errors.Is(r.cliErr, ErrNeedsResync) {
+		t.Fatalf("client error does not match ErrNeedsResync: %v", r.cliErr)
+	}
+	for _, want := range []string{"slave node02 holds data of capture history 0000123456789abc",
+		"after its position 1000 belong to capture history 000000000000feed", "schedsync resync"} {
+		if !strings.Contains(r.cliErr.Error(), want) {
+			t.Errorf("refusal %q does not say %q", r.cliErr, want)
+		}
 	}
 }
 

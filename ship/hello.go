@@ -7,7 +7,9 @@ import (
 
 // ProtocolVersion is the version of this wire protocol. Bump it for any
 // change of a frame's layout; the handshake refuses a peer with another.
-const ProtocolVersion uint16 = 1
+// Version 2 added the capture epoch to Hello and Welcome, and to the
+// transactions the records carry.
+const ProtocolVersion uint16 = 2
 
 // Identity names a repository database: which PostgreSQL cluster, which
 // database in it, and which run of the server, so that the master can tell
@@ -83,7 +85,10 @@ type Hello struct {
 	Identity Identity // the slave's repository
 	Applied  uint64   // last position committed in the slave's repository
 	Received uint64   // last position durable in the slave's spool
-	MaxFrame int      // the largest frame the slave accepts
+	// Epoch is the capture history of the slave's data (0: none yet, a
+	// slave that starts empty).
+	Epoch    uint64
+	MaxFrame int // the largest frame the slave accepts
 	// Purpose is what the connection is for: PurposeStream (the empty
 	// string) to stream changes, PurposeBackup to fetch a backup, which
 	// a slave refused for its backlog may still do.
@@ -104,6 +109,7 @@ func (h *Hello) encode(buf []byte) []byte {
 	buf = appendIdentity(buf, h.Identity)
 	buf = appendU64(buf, h.Applied)
 	buf = appendU64(buf, h.Received)
+	buf = appendU64(buf, h.Epoch)
 	buf = appendU32(buf, uint32(h.MaxFrame))
 	return appendStr(buf, h.Purpose)
 }
@@ -128,6 +134,7 @@ func decodeHello(p []byte) (Hello, error) {
 	h.Identity = d.identity("hello")
 	h.Applied = d.u64("hello applied")
 	h.Received = d.u64("hello received")
+	h.Epoch = d.u64("hello epoch")
 	h.MaxFrame = int(d.u32("hello max frame"))
 	h.Purpose = d.str("hello purpose", maxStateLen)
 	if err := d.done("hello"); err != nil {
@@ -194,6 +201,8 @@ type Welcome struct {
 	// StartAfter is where streaming resumes: the first Records frame
 	// starts after this position (normally the slave's Received).
 	StartAfter uint64
+	// Epoch is the master's current capture history (0 if not known yet).
+	Epoch uint64
 	// Heartbeat is the master's sync.heartbeat. Both sides use it, so that
 	// they agree when the other is dead (after twice this without a frame).
 	Heartbeat time.Duration
@@ -208,6 +217,7 @@ func (w *Welcome) encode(buf []byte) []byte {
 	buf = appendIdentity(buf, w.Identity)
 	buf = appendU64(buf, w.LastPosition)
 	buf = appendU64(buf, w.StartAfter)
+	buf = appendU64(buf, w.Epoch)
 	buf = appendU32(buf, uint32(w.Heartbeat/time.Millisecond))
 	return appendU32(buf, uint32(w.MaxFrame))
 }
@@ -223,6 +233,7 @@ func decodeWelcome(p []byte) (Welcome, error) {
 	w.Identity = d.identity("welcome")
 	w.LastPosition = d.u64("welcome last position")
 	w.StartAfter = d.u64("welcome start")
+	w.Epoch = d.u64("welcome epoch")
 	w.Heartbeat = time.Duration(d.u32("welcome heartbeat")) * time.Millisecond
 	w.MaxFrame = int(d.u32("welcome max frame"))
 	if err := d.done("welcome"); err != nil {

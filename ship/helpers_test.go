@@ -31,7 +31,7 @@ var (
 
 func testClientOptions() ClientOptions {
 	return ClientOptions{Token: testToken, Name: "node02", Identity: slaveID,
-		Applied: 1000, Received: 1200, Timeout: testTimeout}
+		Applied: 1000, Received: 1200, Epoch: 0x1234_5678_9abc, Timeout: testTimeout}
 }
 
 func testServerOptions() ServerOptions {
@@ -41,7 +41,7 @@ func testServerOptions() ServerOptions {
 // acceptAll is a decide callback that welcomes every slave.
 func acceptAll(h Hello) (Welcome, *RefusedError) {
 	return Welcome{Name: "node01", Identity: masterID, LastPosition: 5000,
-		StartAfter: h.Received, Heartbeat: 50 * time.Millisecond}, nil
+		StartAfter: h.Received, Epoch: 0x0fed_cba9, Heartbeat: 50 * time.Millisecond}, nil
 }
 
 type handshakeResult struct {

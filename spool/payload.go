@@ -11,20 +11,26 @@ import (
 // The raw payload of the spool is a stream of items, cut into records only
 // between items:
 //
-//	begin   'B' uint64 position, change.TxnHeader (24 bytes)
+//	begin   'H' uint64 position, change.TxnHeader (32 bytes, with the epoch)
 //	change  'C' uint32 length, change encoding (change.AppendChange)
 //	end     'E' uint64 position, uint64 number of changes
+//
+// Spools written before capture epochs existed begin transactions with
+// 'B' and a 24-byte header without the epoch; they are still read, with
+// epoch 0, which no slave's data belongs to.
 //
 // Every transaction is a begin item, its changes and an end item; nothing
 // lies between transactions. A transaction larger than a record spans
 // several consecutive records; it is complete only once its end item is
 // read, so a reader never mistakes a cut-off transaction for a whole one.
 const (
-	itemBegin  = 'B'
-	itemChange = 'C'
-	itemEnd    = 'E'
+	itemBegin   = 'H'
+	itemBeginV1 = 'B'
+	itemChange  = 'C'
+	itemEnd     = 'E'
 
 	beginItemSize      = 1 + 8 + change.HeaderSize
+	beginItemSizeV1    = 1 + 8 + change.HeaderSizeV1
 	endItemSize        = 1 + 8 + 8
 	changeItemOverhead = 1 + 4
 
@@ -75,17 +81,22 @@ func parseItem(raw []byte) (item, int, error) {
 	}
 	it := item{kind: raw[0]}
 	switch it.kind {
-	case itemBegin:
-		if len(raw) < beginItemSize {
+	case itemBegin, itemBeginV1:
+		size, decode := beginItemSize, change.DecodeHeader
+		if it.kind == itemBeginV1 {
+			size, decode = beginItemSizeV1, change.DecodeHeaderV1
+		}
+		if len(raw) < size {
 			return it, 0, errors.New("truncated begin item")
 		}
+		it.kind = itemBegin // one kind from here on
 		it.pos = binary.BigEndian.Uint64(raw[1:])
-		h, _, err := change.DecodeHeader(raw[9:beginItemSize])
+		h, _, err := decode(raw[9:size])
 		if err != nil {
 			return it, 0, err
 		}
 		it.header = h
-		return it, beginItemSize, nil
+		return it, size, nil
 	case itemChange:
 		if len(raw) < changeItemOverhead {
 			return it, 0, errors.New("truncated change item")

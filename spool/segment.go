@@ -37,9 +37,10 @@ const (
 	tmpExt        = ".tmp"
 
 	// indexInterval is the spacing of the in-memory index of transaction
-	// boundaries kept per segment: it bounds both the index's size and how
-	// far BytesAfter can overcount and a new reader has to scan.
-	indexInterval = 1 << 20
+	// boundaries kept per segment: it bounds the index's size (16 bytes per
+	// interval, 16 KiB for a 64 MiB segment) and how far a new reader, or
+	// BytesAfter, has to scan to find a position.
+	indexInterval = 64 << 10
 	// windowSize is how much segment scanning reads at once, so that a run
 	// of small records costs one read, not two per record.
 	windowSize = 64 << 10
@@ -126,6 +127,17 @@ type segment struct {
 	visible int64  // bytes readers may read: durable, ending on a txn boundary
 	sealed  bool
 	index   []indexEntry
+	// cache is BytesAfter's last answer in this segment: acks ask about
+	// growing positions, which then start their scan where it ended.
+	cache bytesCache
+}
+
+// bytesCache says that the first record holding a transaction after pos
+// starts at off.
+type bytesCache struct {
+	valid bool
+	pos   uint64
+	off   int64
 }
 
 // seek returns the offset of the last indexed boundary at or before pos.
@@ -159,12 +171,13 @@ func addBoundary(index []indexEntry, pos uint64, off int64) []indexEntry {
 	return index
 }
 
-// window reads a segment file in chunks.
+// window reads a segment file in chunks of size bytes (windowSize if 0).
 type window struct {
-	r   io.ReaderAt
-	buf []byte
-	off int64 // file offset of buf[0]
-	big []byte
+	r    io.ReaderAt
+	size int
+	buf  []byte
+	off  int64 // file offset of buf[0]
+	big  []byte
 }
 
 // read returns n bytes at off, valid until the next call.
@@ -172,7 +185,11 @@ func (w *window) read(off int64, n int) ([]byte, error) {
 	if off >= w.off && off+int64(n) <= w.off+int64(len(w.buf)) {
 		return w.buf[off-w.off:][:n], nil
 	}
-	if n > windowSize {
+	size := w.size
+	if size == 0 {
+		size = windowSize
+	}
+	if n > size {
 		if cap(w.big) < n {
 			w.big = make([]byte, n)
 		}
@@ -180,7 +197,7 @@ func (w *window) read(off int64, n int) ([]byte, error) {
 		return w.big[:n], err
 	}
 	if w.buf == nil {
-		w.buf = make([]byte, windowSize)
+		w.buf = make([]byte, size)
 	}
 	w.buf = w.buf[:cap(w.buf)]
 	k, err := w.r.ReadAt(w.buf, off)

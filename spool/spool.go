@@ -186,27 +186,80 @@ func (s *Spool) FirstPosition() uint64 {
 	return s.segs[0].lo
 }
 
-// BytesAfter is the number of spool bytes (compressed, as on disk) holding
-// transactions after pos: the backlog of a reader that has consumed pos. It
-// costs no I/O. It may overcount by up to about 1 MiB, never undercount.
+// BytesAfter is the number of spool bytes on disk (compressed, framing
+// and segment headers included) that a reader which has consumed pos
+// still reads: every byte from the start of the first record holding any
+// part of a transaction after pos to the end of what was written. It is
+// exact at any size: the in-memory index finds the nearest transaction
+// boundary before pos, and the record headers from there on (at most
+// indexInterval bytes of file, one read) find the record. A record ends a
+// sync, so a transaction synced on its own is counted exactly. A
+// transaction still in the write buffer is not on disk and not counted.
 func (s *Spool) BytesAfter(pos uint64) int64 {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if pos >= s.last {
+		s.mu.Unlock()
 		return 0
 	}
 	act := s.segs[len(s.segs)-1]
 	end := act.start + act.size
 	i := s.segmentFor(pos)
 	if i < 0 {
+		s.mu.Unlock()
 		return end - s.segs[0].start
 	}
 	g := s.segs[i]
-	off := g.seek(pos)
+	from, size := g.seek(pos), g.size
+	if c := g.cache; c.valid && c.pos <= pos && c.off > from {
+		from = c.off
+	}
+	// Opened under s.mu, like NewReader: sealing renames the file under it.
+	f, err := os.Open(s.path(g.name))
+	s.mu.Unlock()
+	if err != nil {
+		// Deleted meanwhile by retention: count from the indexed boundary.
+		return end - g.start - from
+	}
+	off, ok := firstRecordAfter(f, from, size, pos)
+	f.Close()
+	if !ok {
+		return end - g.start - from // never undercount
+	}
+	s.mu.Lock()
+	g.cache = bytesCache{valid: true, pos: pos, off: off}
+	s.mu.Unlock()
 	if off == segHeaderSize {
-		off = 0 // the whole segment is after pos
+		off = 0 // the whole segment, header included, is after pos
 	}
 	return end - (g.start + off)
+}
+
+// firstRecordAfter walks the record headers of a segment from off, a
+// record boundary, up to size, and returns the offset of the first record
+// whose last position is after pos (size if none is). ok is false if a
+// header cannot be read or fails its checksum: readers report that.
+func firstRecordAfter(f *os.File, off, size int64, pos uint64) (int64, bool) {
+	// Small reads: the records after a slave's position are mostly near
+	// the end, and acks ask often.
+	w := &window{r: f, size: 4 << 10}
+	for off < size {
+		if size-off < frameHeaderSize {
+			return 0, false
+		}
+		b, err := w.read(off, frameHeaderSize)
+		if err != nil {
+			return 0, false
+		}
+		h, err := parseRecordHeader(b)
+		if err != nil {
+			return 0, false
+		}
+		if h.last > pos {
+			return off, true
+		}
+		off += h.frameLen()
+	}
+	return size, true
 }
 
 // segmentFor returns the index of the segment that holds the transactions

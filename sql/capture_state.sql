@@ -1,9 +1,17 @@
 -- Capture state on a master, in either capture mode. Idempotent.
 --
+-- epoch names the capture history: install draws it at random when it
+-- creates this row, so uninstall + install (or a switch of modes) starts a
+-- new history. Every captured transaction carries it into the spool, every
+-- backup records it, and a slave applies only changes of the history its
+-- data comes from: changes made while nothing captured are in no history.
+--
 -- position is a spool position P such that every captured transaction at a
 -- position <= P is committed and visible to any snapshot that sees this
--- row. backup reads it inside its snapshot as the position the restored
--- slave streams from.
+-- row; the readers bound their crash recovery with it, and raise it to the
+-- spool's last position when they connect (after uninstall + install it
+-- starts at 0 while the spool goes on). Backups do not read it: they take
+-- an exact position from capture itself.
 --
 -- Trigger mode: the position of the last batch whose audit rows were
 -- deleted. At start the reader deletes the audit rows of the transactions
@@ -22,3 +30,4 @@ CREATE TABLE IF NOT EXISTS schedsync.capture_state (
 );
 ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS lsn bigint NOT NULL DEFAULT 0;
 INSERT INTO schedsync.capture_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;

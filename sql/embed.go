@@ -9,7 +9,7 @@ import _ "embed"
 // SchemaVersion is recorded in schedsync.meta. Install re-runs the scripts
 // only when the recorded version differs, so a second install changes
 // nothing.
-const SchemaVersion = "3"
+const SchemaVersion = "4"
 
 // State creates schema schedsync with the tables every node has: the
 // metadata row and the apply state of a slave.

@@ -20,3 +20,8 @@ INSERT INTO schedsync.state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 -- finishes the load: an interrupted restore leaves the slave marked, and
 -- apply refuses to run on it, so it is never taken for consistent.
 ALTER TABLE schedsync.state ADD COLUMN IF NOT EXISTS needs_resync boolean NOT NULL DEFAULT false;
+
+-- The capture history (the master's capture epoch) of the slave's data:
+-- set by restore from the backup, or taken from the first change applied
+-- by a slave that started empty. Apply refuses changes of another history.
+ALTER TABLE schedsync.state ADD COLUMN IF NOT EXISTS capture_epoch bigint NOT NULL DEFAULT 0;

@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/service"
 )
 
 func (a *app) newBackupCmd() *cobra.Command {
@@ -21,11 +23,15 @@ func (a *app) newBackupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
 		Short: "Master: write a consistent snapshot of the replicated tables and its position",
-		Long: `backup writes every replicated table (those with the capture triggers) and
-the sequences of repository.schemas, from one consistent snapshot taken while
-the scheduler keeps running, into one compressed, checksummed file, with the
-capture position the snapshot is at or after. Restore it on a slave with
-schedsync restore --in FILE; the slave then streams from that position.
+		Long: `backup writes every replicated table and the sequences of
+repository.schemas, from one consistent snapshot taken while the scheduler
+keeps running, into one compressed, checksummed file. The snapshot comes
+from the running master service's capture, which exports one that holds
+exactly the changes up to a spool position; the file records that position
+and the capture history it belongs to. Restore it on a slave with schedsync
+restore --in FILE; the slave then streams from that position. The master
+keeps its spool from there for spool.backup_pin, so that the slave is served
+whatever backlog builds up until it starts.
 
 The file is written to FILE.tmp, synced and renamed, so FILE is never a
 partial backup. --out - writes to standard output. A progress bar is shown
@@ -44,14 +50,23 @@ func (a *app) runBackup(ctx context.Context, cfg *config.Config, out string) err
 	if cfg.Node.Role != config.RoleMaster {
 		return usageError(errors.New("backup runs on the master (node.role = master); on a slave, load a backup with schedsync restore"))
 	}
-	if cfg.Capture.Mode != config.CaptureTrigger {
-		return usageError(fmt.Errorf("backup needs capture.mode = trigger (%s is not built yet)", cfg.Capture.Mode))
-	}
 	conn, err := a.connectRepository(ctx, cfg, "backup")
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.Background())
+	var tx pgx.Tx
+	at, err := service.ImportSnapshot(ctx, cfg.Spool.Dir, func(ctx context.Context, name string) (err error) {
+		tx, err = backup.BeginSnapshot(ctx, conn, name)
+		return err
+	})
+	if errors.Is(err, service.ErrNotRunning) {
+		return fmt.Errorf("the master service is not running: start it first (schedsync start); a backup takes its exact position from capture")
+	}
+	if err != nil {
+		return fmt.Errorf("backup failed: %w", err)
+	}
+	defer tx.Rollback(context.Background())
 
 	dst, err := createOutput(out, a.stdout)
 	if err != nil {
@@ -59,7 +74,7 @@ func (a *app) runBackup(ctx context.Context, cfg *config.Config, out string) err
 	}
 	start := time.Now()
 	cw := &countingWriter{w: dst.w}
-	m, err := backup.Write(ctx, conn, cw, backup.Options{
+	m, err := backup.Write(ctx, tx, cw, at, backup.Options{
 		Schemas:  cfg.Repository.Schemas,
 		Progress: backup.NewProgress(a.stderr),
 		Logger:   cliLogger(a.stderr),

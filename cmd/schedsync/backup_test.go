@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,8 +43,12 @@ func newBackupPair(t *testing.T) *backupPair {
 	if _, err := p.slaveConn.Exec(ctx, backupSchema+`; INSERT INTO qrtz_jobs (name) VALUES ('stale')`); err != nil {
 		t.Fatal(err)
 	}
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.masterConf = writeFile(t, "master.properties", "node.role=master\nnode.name=node01\nrepository.url="+p.masterURL+
-		"\nsync.token=tok\nspool.dir="+t.TempDir()+"\n")
+		"\nsync.token=tok\nsync.listen=127.0.0.1:"+strconv.Itoa(port)+"\nspool.dir="+t.TempDir()+"\n")
 	p.slaveConf = writeFile(t, "slave.properties", "node.role=slave\nnode.name=node02\nrepository.url="+p.slaveURL+
 		"\nmaster.host=127.0.0.1\nsync.token=tok\nspool.dir="+p.slaveSpool+"\n")
 	for _, conf := range []string{p.masterConf, p.slaveConf} {
@@ -51,6 +57,32 @@ func newBackupPair(t *testing.T) *backupPair {
 		}
 	}
 	return p
+}
+
+// startMaster runs the master's sync service in this process until the
+// test ends: backup takes its snapshot from the service's capture.
+func startMaster(t *testing.T, conf string) {
+	t.Helper()
+	cfg, err := load(t, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- service.RunService(ctx, *cfg, service.Options{Ready: func() { close(ready) }}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("master service: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("master service: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the master service did not get ready in 30s")
+	}
 }
 
 func dbConn(t *testing.T, url string) *pgx.Conn {
@@ -84,8 +116,14 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 	p := newBackupPair(t)
 	file := filepath.Join(t.TempDir(), "master.ssbak")
 	code, out, errOut := cli(t, "--config", p.masterConf, "backup", "--out", file)
+	want := "the master service is not running: start it first (schedsync start)"
+	if code != exitFailure || !strings.Contains(errOut, want) {
+		t.Fatalf("backup without the master service: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	startMaster(t, p.masterConf)
+	code, out, errOut = cli(t, "--config", p.masterConf, "backup", "--out", file)
 	t.Logf("backup: %s%s", out, errOut)
-	if code != exitOK || !strings.Contains(out, "backup written to "+file+": 2 tables, 6,000 rows") || !strings.Contains(out, "position 0") {
+	if code != exitOK || !strings.Contains(out, "backup written to "+file+": 2 tables, 6,000 rows") || !strings.Contains(out, "of capture history ") {
 		t.Fatalf("backup: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if _, err := os.Stat(file + ".tmp"); !os.IsNotExist(err) {
@@ -113,6 +151,18 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 	if got, want := fingerprint(t, p.slaveConn), fingerprint(t, p.masterConn); got != want {
 		t.Errorf("slave %s after restore, master %s", got, want)
 	}
+	// The slave takes the master's capture history and the backup's
+	// position, which is the spool's at the snapshot.
+	var masterEpoch, slaveEpoch, applied int64
+	if err := p.masterConn.QueryRow(context.Background(), `SELECT epoch FROM schedsync.capture_state`).Scan(&masterEpoch); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.slaveConn.QueryRow(context.Background(), `SELECT capture_epoch, applied_position FROM schedsync.state`).Scan(&slaveEpoch, &applied); err != nil {
+		t.Fatal(err)
+	}
+	if masterEpoch == 0 || slaveEpoch != masterEpoch || !strings.Contains(out, fmt.Sprintf("position %d", applied)) {
+		t.Errorf("restored slave: capture_epoch %x, applied %d; master's epoch %x; restore said %q", slaveEpoch, applied, masterEpoch, out)
+	}
 	for _, name := range []string{"spool", service.StatusFileName, service.PidFileName} {
 		if _, err := os.Stat(filepath.Join(p.slaveSpool, name)); !os.IsNotExist(err) {
 			t.Errorf("%s is still in spool.dir after restore: %v", name, err)
@@ -122,6 +172,7 @@ func TestBackupAndRestoreCommands(t *testing.T) {
 
 func TestBackupToStdout(t *testing.T) {
 	p := newBackupPair(t)
+	startMaster(t, p.masterConf)
 	var out, errb bytes.Buffer
 	code := run([]string{"--config", p.masterConf, "backup", "--out", "-"}, &out, &errb)
 	if code != exitOK || !strings.Contains(errb.String(), "backup written to -: 2 tables") {
@@ -152,6 +203,7 @@ func TestBackupRestoreWrongRole(t *testing.T) {
 // pid lock held), restore refuses and changes nothing.
 func TestRestoreRefusedWhileServiceRuns(t *testing.T) {
 	p := newBackupPair(t)
+	startMaster(t, p.masterConf)
 	file := filepath.Join(t.TempDir(), "master.ssbak")
 	if code, _, errOut := cli(t, "--config", p.masterConf, "backup", "--out", file); code != exitOK {
 		t.Fatalf("backup: exit %d: %s", code, errOut)

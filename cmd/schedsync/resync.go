@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,8 +28,9 @@ func (a *app) newResyncCmd() *cobra.Command {
 		Use:   "resync [--force]",
 		Short: "Slave, cron-safe: re-seed from the master if the slave needs it",
 		Long: `resync checks whether this slave needs a re-sync: the master refused it for
-its backlog (state needs_resync), an earlier restore was interrupted, or the
-slave was never seeded. If it does, or with --force, it stops the slave
+its backlog or because its data belongs to an older capture history (state
+needs_resync), an earlier restore was interrupted, or the slave was never
+seeded. If it does, or with --force, it stops the slave
 service, fetches a backup from the master over the sync port (no master
 database credentials needed; it goes through a temporary file in spool.dir,
 and stops if free space there runs low), restores it and starts the slave
@@ -88,6 +90,9 @@ func (a *app) resyncReason(ctx context.Context, cfg *config.Config, force bool) 
 		return "--force", nil
 	}
 	if st, _ := a.currentStatus(ctx, cfg); st.State == service.StateNeedsResync {
+		if strings.Contains(st.Error, "capture history") {
+			return "the slave's data belongs to another capture history than the master's changes (capture was installed again on the master)", nil
+		}
 		return "the master refused this slave for its backlog", nil
 	}
 	conn, err := a.connectRepository(ctx, cfg, "resync")

@@ -40,10 +40,16 @@ func formatStatus(w io.Writer, st service.Status, now time.Time) {
 		}
 		row("applied position", pos(st.Position))
 		row("received position", pos(st.ReceivedPosition))
+		if st.CaptureEpoch != "" {
+			row("capture history", st.CaptureEpoch)
+		}
 	} else {
 		row("position", pos(st.Position))
 		if st.CaptureMode != "" {
 			row("capture", st.CaptureMode)
+		}
+		if st.CaptureEpoch != "" {
+			row("capture history", st.CaptureEpoch)
 		}
 		if st.Slot != "" {
 			slot := st.Slot + " (missing)"

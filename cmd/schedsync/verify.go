@@ -29,7 +29,10 @@ neither false differences nor missed ones. It goes through the sync port: the
 slave needs no credentials for the master database.
 
 Exit 0 when every table is equal, 1 with the differing tables (and the
-key-hash buckets of each where rows differ) otherwise.`,
+key-hash buckets of each where rows differ) otherwise. A slave whose data
+belongs to another capture history than the master's changes (capture was
+installed again on the master), or that the master refused and that needs a
+re-sync, is reported as different too.`,
 		Args: cobra.NoArgs,
 		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
 			if cfg.Node.Role != "slave" {
@@ -64,6 +67,13 @@ key-hash buckets of each where rows differ) otherwise.`,
 }
 
 func printVerify(w io.Writer, res service.VerifyResult) {
+	if len(res.Tables) == 0 && !res.Equal {
+		fmt.Fprintf(w, "DIFFERENT:\n")
+		for _, d := range res.Differences {
+			fmt.Fprintf(w, "  %s: %s\n", d.Table, d.What)
+		}
+		return
+	}
 	fmt.Fprintf(w, "verified at position %d\n", res.Position)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TABLE\tMASTER ROWS\tSLAVE ROWS\tRESULT")

@@ -143,7 +143,7 @@ func startCapture(r *rig) *capturer {
 				time.Sleep(5 * time.Millisecond)
 				continue
 			}
-			n, err := r.Reader.Poll(context.Background())
+			n, err := r.Poll(context.Background())
 			if err != nil {
 				c.done <- err
 				return

@@ -10,49 +10,49 @@
 // slave before the whole file is verified and its schema checked, and never
 // trust a length read from a file before checking it against a limit.
 //
-// # The position, and why streaming from it converges
+// # The position, and why streaming from it converges exactly
 //
-// Write runs in one REPEATABLE READ, READ ONLY transaction and reads
-// P = schedsync.capture_state.position inside that same snapshot, with the
-// tables and the sequences. In trigger mode P is the spool position of the
-// last batch whose audit rows were deleted; the capture reader updates it
-// in the master transaction that deletes them.
+// A backup is read in a snapshot that the master service's capture
+// exported for it (capture.ExportSnapshot; `schedsync backup` gets it over
+// the control socket, resync in the service itself), which holds exactly
+// the transactions at or before one spool position P and none after it:
 //
-//   - Every transaction at a position ≤ P is visible in the snapshot. It
-//     was delivered by a capture poll whose snapshot saw it committed, and
-//     its audit rows were deleted by the transaction C that set P (or by an
-//     earlier one, which committed before C). C began after that poll, so
-//     after the transaction committed; the snapshot sees C, so it sees
-//     every transaction that committed before C.
-//   - A transaction not visible in the snapshot gets a position > P: it is
-//     still in the audit table, or it was captured in a batch whose
-//     deletion committed after the snapshot was taken, and positions grow.
-//   - Some transactions visible in the snapshot may also be at positions
-//     > P (captured, not yet confirmed when the snapshot was taken). The
-//     restored rows are then newer than P; apply replays positions > P as
-//     idempotent upserts of full row images and deletes-if-present, so
-//     every such row is rewritten to its final state, and a transient
-//     unique conflict between a replayed row and a newer restored one is
-//     cleared by apply (apply/careful.go).
-//   - Sequences are not transactional: values read in the snapshot are
-//     current values, at or above anything a visible transaction drew.
-//     Restore sets exactly those values; apply's setval never moves a
-//     sequence backwards.
+//   - Trigger mode: the snapshot is the REPEATABLE READ snapshot of a
+//     capture poll that drains the audit table. It sees the audit rows of
+//     exactly the transactions committed before it, the poll spools all of
+//     them, and P is the spool's last position once they are durable. A
+//     transaction it does not see commits later, is still in the audit
+//     table for a later poll, and gets a position after P.
+//   - Logical mode: the snapshot is a temporary slot's exported snapshot,
+//     which holds exactly the transactions whose commit is before the
+//     slot's consistent point; P is the last one of them in the spool,
+//     known once the stream has gone past that point (see
+//     capture/logical_snapshot.go).
 //
-// So restoring the backup and applying the spool after P gives the
-// master's state. A TRUNCATE that commits between the snapshot and the
-// COPY of its table is not MVCC-safe and empties the table in the backup;
-// the TRUNCATE itself is at a position > P, so replay converges all the
-// same. The tables are locked in ACCESS SHARE mode once listed, so DDL
-// waits for the backup rather than break it.
+// Restoring the backup therefore gives the master's state at P exactly,
+// and applying the spool after P replays every later transaction once and
+// no earlier one. That matters beyond keyed tables: a table without a
+// primary key (capture.allow_no_pk) has no upsert to absorb a change
+// applied twice, and would gain rows. The manifest records P and the
+// capture history (epoch) P belongs to; restore gives the slave both, and
+// the slave applies only changes of that history (see package apply), so a
+// backup from before capture was installed again on the master can never
+// be continued by changes that skip what happened in between.
 //
-// In logical capture mode the reader writes P into capture_state about
-// once a second (and after every snapshot request): the position of the
-// last spooled transaction such that it and every earlier one are visible
-// to the writing transaction's own snapshot (a transaction is decoded once
-// its commit is in the WAL, a moment before it becomes visible). The
-// backup's snapshot sees that write, so it sees everything at or before
-// P; every transaction it does not see is spooled after P.
+// Sequences are not transactional: values read in the snapshot are
+// current values, at or above anything a visible transaction drew.
+// Restore sets exactly those values; apply's setval never moves a
+// sequence backwards. A TRUNCATE that commits between the snapshot and
+// the COPY of its table is not MVCC-safe and empties the table in the
+// backup; the TRUNCATE itself is at a position > P, so replay converges
+// all the same. The tables are locked in ACCESS SHARE mode once listed,
+// so DDL waits for the backup rather than break it.
+//
+// The master keeps its spool from P for spool.backup_pin after the
+// snapshot, and serves a slave at or after P whatever its backlog while
+// the pin holds: on a busy master the backlog that builds up during a long
+// restore can exceed spool.max_backlog, and the restored slave must not be
+// refused for it.
 //
 // # File format (version 1)
 //
@@ -78,7 +78,7 @@
 //   - 'E' table end: JSON {rows, raw_bytes, sha256} of the raw stream.
 //   - 'M' manifest: JSON Manifest: format version, source (system
 //     identifier, database, server version, encoding), capture mode,
-//     position, snapshot time, every table with its columns, format, rows,
+//     position, capture epoch, snapshot time, every table with its columns, format, rows,
 //     bytes and SHA-256, the sequences (last_value, is_called), totals.
 //     It comes last because only then are counts and checksums known; the
 //     file is written as a stream, with flat memory, to a file or a pipe.
@@ -94,18 +94,19 @@
 //
 // # Restore
 //
-// Restore verifies the whole file first (pass 1), checks that every table
-// exists on the slave with every column of the same type and that every
-// sequence exists, then sets needs_resync (committed), and loads in one
-// transaction with session_replication_role = replica: one TRUNCATE of all
-// the tables, COPY FROM (with FREEZE, allowed since the tables were
-// truncated in the same transaction, so the slave needs no VACUUM pass
-// over the new rows) while checking the file again (pass 2), setval of
-// every sequence to the backup's value, applied_position = P and
-// needs_resync = false, COMMIT. Tables of 100,000 rows or more have their
-// indexes dropped before their COPY and built again after it, in the same
-// transaction, when nothing depends on them (see indexes.go): one sorted
-// build instead of an insert per row. Killed midway, the transaction rolls
-// back and needs_resync stays set, so apply refuses to run until a restore
-// completes.
+// Restore verifies the whole file first (pass 1) and refuses a backup
+// without a capture epoch (written before epochs existed), checks that
+// every table exists on the slave with every column of the same type and
+// that every sequence exists, then sets needs_resync (committed), and
+// loads in one transaction with session_replication_role = replica: one
+// TRUNCATE of all the tables, COPY FROM (with FREEZE, allowed since the
+// tables were truncated in the same transaction, so the slave needs no
+// VACUUM pass over the new rows) while checking the file again (pass 2),
+// setval of every sequence to the backup's value, applied_position = P,
+// the capture epoch and needs_resync = false, COMMIT. Tables of 100,000
+// rows or more have their indexes dropped before their COPY and built
+// again after it, in the same transaction, when nothing depends on them
+// (see indexes.go): one sorted build instead of an insert per row. Killed
+// midway, the transaction rolls back and needs_resync stays set, so apply
+// refuses to run until a restore completes.
 package backup

@@ -16,9 +16,13 @@ type Manifest struct {
 	Source        Source `json:"source"`
 	// CaptureMode is the capture mode whose position Position is.
 	CaptureMode string `json:"capture_mode"`
-	// Position is the spool position the backup is at or after: apply
+	// Position is the spool position the backup's snapshot equals: it
+	// holds every transaction at or before it and none after, so apply
 	// resumes with the transactions after it.
 	Position uint64 `json:"position"`
+	// CaptureEpoch is the capture history Position belongs to; the
+	// restored slave applies only changes of that history.
+	CaptureEpoch uint64 `json:"capture_epoch,string"`
 	// SnapshotTime is when the snapshot was taken (master clock).
 	SnapshotTime time.Time `json:"snapshot_time"`
 	// Finished is when the last table was copied.
@@ -80,8 +84,8 @@ type Sequence struct {
 // Summary is one line about the backup: tables, rows, raw bytes and
 // position.
 func (m *Manifest) Summary() string {
-	return fmt.Sprintf("%s, %s rows (%s raw), %s, position %d",
-		plural(len(m.Tables), "table"), count(m.Rows), size(m.RawBytes), plural(len(m.Sequences), "sequence"), m.Position)
+	return fmt.Sprintf("%s, %s rows (%s raw), %s, position %d of capture history %016x",
+		plural(len(m.Tables), "table"), count(m.Rows), size(m.RawBytes), plural(len(m.Sequences), "sequence"), m.Position, m.CaptureEpoch)
 }
 
 func plural(n int, what string) string {

@@ -14,6 +14,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// ErrNoCaptureEpoch refuses a backup that does not say which capture
+// history its position belongs to.
+var ErrNoCaptureEpoch = errors.New("the backup records no capture history (it was written by an older schedsync): the slave could not tell whether the master's changes continue its data; take a new backup (schedsync backup, or schedsync resync)")
+
 // RestoreOptions configures Restore.
 type RestoreOptions struct {
 	// Progress is told how verification and the load advance; nil: not at
@@ -60,6 +64,9 @@ func Restore(ctx context.Context, conn *pgx.Conn, open func() (io.ReadCloser, er
 		return m, err
 	}
 	log.Info("backup file verified", "tables", len(m.Tables), "rows", m.Rows, "position", m.Position, "took", time.Since(start))
+	if m.CaptureEpoch == 0 {
+		return m, ErrNoCaptureEpoch
+	}
 	tg, err := checkTarget(ctx, conn, &m)
 	if err != nil {
 		return m, err
@@ -271,7 +278,8 @@ func finishLoad(ctx context.Context, tx pgx.Tx, m *Manifest) error {
 		// backup's rows used; apply only moves it forward from there.
 		b.Queue(`SELECT setval($1::text::regclass, $2, $3)`, s.QualifiedName(), s.LastValue, s.IsCalled)
 	}
-	b.Queue(`UPDATE schedsync.state SET applied_position = $1, needs_resync = false, updated_at = now() WHERE id = 1`, int64(m.Position))
+	b.Queue(`UPDATE schedsync.state SET applied_position = $1, capture_epoch = $2, needs_resync = false, updated_at = now() WHERE id = 1`,
+		int64(m.Position), int64(m.CaptureEpoch))
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("set the sequences and the applied position: %w", err)
 	}

@@ -45,7 +45,9 @@ func backupFile(r *rig, opts Options) (string, Manifest) {
 		r.T.Fatal(err)
 	}
 	defer f.Close()
-	m, err := Write(context.Background(), r.Conn(r.MasterURL), f, opts)
+	tx, at := r.Snapshot(r.Conn(r.MasterURL))
+	defer tx.Rollback(context.Background())
+	m, err := Write(context.Background(), tx, f, At{Position: at.Position, Epoch: at.Epoch, CaptureMode: "trigger"}, opts)
 	if err != nil {
 		r.T.Fatalf("backup: %v", err)
 	}

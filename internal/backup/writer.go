@@ -48,20 +48,42 @@ func (o Options) withDefaults() Options {
 // ErrNotInstalled: the master has no capture objects.
 var ErrNotInstalled = errors.New("schedsync is not installed in this database (run schedsync install on the master)")
 
-// Write streams a backup of the master repository conn is connected to
-// into w: every replicated table and the sequences, in one REPEATABLE READ
-// snapshot, with the capture position read in that snapshot (see the
-// package doc for why streaming from it converges). conn must not be in a
-// transaction. Memory stays flat whatever the size of the tables.
-func Write(ctx context.Context, conn *pgx.Conn, w io.Writer, opts Options) (Manifest, error) {
-	opts = opts.withDefaults()
-	log := opts.Logger.With("stage", "backup")
-	m := Manifest{FormatVersion: FormatVersion, CaptureMode: "trigger"}
+// At is where a backup's snapshot stands in the capture stream: exactly
+// at spool position Position of capture history Epoch, as the capture
+// reader reported for the snapshot it exported (capture.ExportSnapshot).
+type At struct {
+	Position    uint64 `json:"position"`
+	Epoch       uint64 `json:"capture_epoch,string"`
+	CaptureMode string `json:"capture_mode"`
+}
+
+// BeginSnapshot begins a REPEATABLE READ, READ ONLY transaction on conn in
+// the exported snapshot name, for Write. The exporting transaction must
+// still be open.
+func BeginSnapshot(ctx context.Context, conn *pgx.Conn, name string) (pgx.Tx, error) {
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return m, fmt.Errorf("begin the backup snapshot: %w", err)
+		return nil, fmt.Errorf("begin the backup snapshot: %w", err)
 	}
-	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(name, "'", "''")+"'"); err != nil {
+		_ = tx.Rollback(context.Background())
+		return nil, fmt.Errorf("import the capture snapshot %s: %w", name, err)
+	}
+	return tx, nil
+}
+
+// Write streams a backup of the master repository into w: every
+// replicated table and the sequences, read in tx, whose snapshot must be
+// the one capture reported at (see BeginSnapshot, and the package doc for
+// why streaming from at.Position converges exactly). The caller ends tx.
+// Memory stays flat whatever the size of the tables.
+func Write(ctx context.Context, tx pgx.Tx, w io.Writer, at At, opts Options) (Manifest, error) {
+	opts = opts.withDefaults()
+	log := opts.Logger.With("stage", "backup")
+	m := Manifest{FormatVersion: FormatVersion, CaptureMode: at.CaptureMode, Position: at.Position, CaptureEpoch: at.Epoch}
+	if at.Epoch == 0 {
+		return m, errors.New("backup: the snapshot has no capture epoch")
+	}
 	tables, err := snapshot(ctx, tx, &m, opts.Schemas)
 	if err != nil {
 		return m, err
@@ -71,7 +93,8 @@ func Write(ctx context.Context, conn *pgx.Conn, w io.Writer, opts Options) (Mani
 		est.Rows += t.estRows
 		est.Bytes += t.estBytes
 	}
-	log.Info("backup snapshot taken", "position", m.Position, "tables", len(tables), "sequences", len(m.Sequences))
+	log.Info("backup snapshot taken", "position", m.Position, "capture_epoch", fmt.Sprintf("%016x", m.CaptureEpoch),
+		"tables", len(tables), "sequences", len(m.Sequences))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -101,8 +124,8 @@ func Write(ctx context.Context, conn *pgx.Conn, w io.Writer, opts Options) (Mani
 	return m, nil
 }
 
-// snapshot reads, in the transaction's snapshot, the position, the source,
-// the tables (locked against DDL until the backup ends) and the sequences.
+// snapshot reads, in the transaction's snapshot, the source, the tables
+// (locked against DDL until the backup ends) and the sequences.
 func snapshot(ctx context.Context, tx pgx.Tx, m *Manifest, schemas []string) ([]tableInfo, error) {
 	if _, err := tx.Exec(ctx, pinSettings); err != nil {
 		return nil, fmt.Errorf("pin session settings: %w", err)
@@ -114,12 +137,10 @@ func snapshot(ctx context.Context, tx pgx.Tx, m *Manifest, schemas []string) ([]
 	if !installed {
 		return nil, ErrNotInstalled
 	}
-	var pos int64
-	err := tx.QueryRow(ctx, `SELECT position, clock_timestamp() FROM schedsync.capture_state WHERE id = 1`).Scan(&pos, &m.SnapshotTime)
-	if err != nil {
-		return nil, fmt.Errorf("read the capture position (schedsync.capture_state): %w", err)
+	var err error
+	if err = tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&m.SnapshotTime); err != nil {
+		return nil, fmt.Errorf("read the clock: %w", err)
 	}
-	m.Position = uint64(pos)
 	if m.Source, err = readSource(ctx, tx); err != nil {
 		return nil, err
 	}

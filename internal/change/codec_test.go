@@ -65,10 +65,21 @@ func norm(c *Change) {
 }
 
 func TestHeaderRoundTrip(t *testing.T) {
-	h := TxnHeader{XID: 1<<40 + 7, CommitTime: time.UnixMicro(1700000000123456).UTC(), LSN: 99}
-	got, rest, err := DecodeHeader(AppendHeader(nil, h))
-	if err != nil || len(rest) != 0 || got != h {
-		t.Fatalf("got %+v %v rest %d", got, err, len(rest))
+	h := TxnHeader{XID: 1<<40 + 7, CommitTime: time.UnixMicro(1700000000123456).UTC(), LSN: 99, Epoch: 1<<62 + 5}
+	enc := AppendHeader(nil, h)
+	got, rest, err := DecodeHeader(enc)
+	if err != nil || len(rest) != 0 || got != h || len(enc) != HeaderSize {
+		t.Fatalf("got %+v %v rest %d, size %d", got, err, len(rest), len(enc))
+	}
+	// The first encoding is the new one without the epoch.
+	v1, rest, err := DecodeHeaderV1(enc[:HeaderSizeV1])
+	if want := (TxnHeader{XID: h.XID, CommitTime: h.CommitTime, LSN: h.LSN}); err != nil || len(rest) != 0 || v1 != want {
+		t.Fatalf("v1: got %+v %v rest %d", v1, err, len(rest))
+	}
+	for n := range HeaderSize {
+		if _, _, err := DecodeHeader(enc[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("header prefix %d: want ErrCorrupt, got %v", n, err)
+		}
 	}
 }
 

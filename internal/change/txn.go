@@ -18,6 +18,11 @@ type TxnHeader struct {
 	CommitTime time.Time
 	// LSN is the commit LSN in logical mode, 0 in trigger mode.
 	LSN uint64
+	// Epoch names the capture history the transaction belongs to: the
+	// epoch that `schedsync install` drew for the master's capture state.
+	// A slave applies only transactions of the history its data comes
+	// from; 0 is a transaction spooled before epochs existed.
+	Epoch uint64
 }
 
 // Txn is a whole source transaction held in memory. Large transactions are
@@ -77,8 +82,13 @@ func cloneChange(c *Change) Change {
 	return out
 }
 
-// HeaderSize is the encoded size of a TxnHeader.
-const HeaderSize = 24
+// HeaderSize is the encoded size of a TxnHeader: XID, commit time, LSN
+// and epoch. HeaderSizeV1 is the size of the first encoding, without the
+// epoch, which spools written before epochs still hold.
+const (
+	HeaderSize   = 32
+	HeaderSizeV1 = 24
+)
 
 // AppendHeader appends the fixed-size encoding of h.
 func AppendHeader(buf []byte, h TxnHeader) []byte {
@@ -88,17 +98,29 @@ func AppendHeader(buf []byte, h TxnHeader) []byte {
 		micros = h.CommitTime.UnixMicro()
 	}
 	buf = binary.BigEndian.AppendUint64(buf, uint64(micros))
-	return binary.BigEndian.AppendUint64(buf, h.LSN)
+	buf = binary.BigEndian.AppendUint64(buf, h.LSN)
+	return binary.BigEndian.AppendUint64(buf, h.Epoch)
 }
 
 // DecodeHeader decodes a header from the front of buf.
 func DecodeHeader(buf []byte) (TxnHeader, []byte, error) {
-	if len(buf) < HeaderSize {
+	h, rest, err := DecodeHeaderV1(buf)
+	if err != nil || len(rest) < HeaderSize-HeaderSizeV1 {
+		return TxnHeader{}, nil, fmt.Errorf("%w: truncated transaction header", ErrCorrupt)
+	}
+	h.Epoch = binary.BigEndian.Uint64(rest)
+	return h, rest[8:], nil
+}
+
+// DecodeHeaderV1 decodes a header of the first encoding, which has no
+// epoch (Epoch is 0), from the front of buf.
+func DecodeHeaderV1(buf []byte) (TxnHeader, []byte, error) {
+	if len(buf) < HeaderSizeV1 {
 		return TxnHeader{}, nil, fmt.Errorf("%w: truncated transaction header", ErrCorrupt)
 	}
 	h := TxnHeader{XID: binary.BigEndian.Uint64(buf), LSN: binary.BigEndian.Uint64(buf[16:])}
 	if micros := int64(binary.BigEndian.Uint64(buf[8:])); micros != 0 {
 		h.CommitTime = time.UnixMicro(micros).UTC()
 	}
-	return h, buf[HeaderSize:], nil
+	return h, buf[HeaderSizeV1:], nil
 }

@@ -55,6 +55,9 @@ type Sequence struct {
 // Report is one side's checksums at a position.
 type Report struct {
 	Position uint64 `json:"position"`
+	// Epoch is the capture history of Position on the master, and of the
+	// data on the slave; 0 when unknown.
+	Epoch uint64 `json:"capture_epoch,string,omitempty"`
 	// SequencesAt is the position from which the slave's sequences are
 	// compared (at or after Position; 0 means Position): sequences are not
 	// transactional, and the master may read them after Position.

@@ -14,11 +14,22 @@ type Difference struct {
 	Buckets []int `json:"buckets,omitempty"`
 }
 
+// HistoryDifference is the Table of a Difference that is not a table's:
+// master and slave are in different capture histories.
+const HistoryDifference = "(capture history)"
+
 // Compare lists how the slave's report differs from the master's. A table
 // or sequence missing on one side differs; a slave sequence ahead of the
 // master's is fine (it must never be behind).
 func Compare(master, slave Report) []Difference {
 	var diffs []Difference
+	if master.Epoch != 0 && slave.Epoch != master.Epoch {
+		// Equal rows would be chance: the slave would go on to apply
+		// changes that do not continue its data.
+		diffs = append(diffs, Difference{Table: HistoryDifference, What: fmt.Sprintf(
+			"the master's changes belong to capture history %016x, the slave's data to %016x; run schedsync resync",
+			master.Epoch, slave.Epoch)})
+	}
 	slaveTables := map[string]Table{}
 	for _, t := range slave.Tables {
 		slaveTables[t.Schema+"."+t.Name] = t

@@ -44,3 +44,23 @@ func TestCompare(t *testing.T) {
 		t.Fatalf("a report differs from itself: %v", d)
 	}
 }
+
+// Equal tables in different capture histories still differ: the slave
+// would go on applying changes that do not continue its data.
+func TestCompareCaptureHistory(t *testing.T) {
+	tables := []Table{table("same", 2, map[int]string{1: "10"})}
+	master := Report{Epoch: 0xabc, Tables: tables}
+	for _, tc := range []struct {
+		slaveEpoch uint64
+		differs    bool
+	}{{0xabc, false}, {0xdef, true}, {0, true}} {
+		diffs := Compare(master, Report{Epoch: tc.slaveEpoch, Tables: tables})
+		if got := len(diffs) == 1 && diffs[0].Table == HistoryDifference; got != tc.differs || (!tc.differs && len(diffs) != 0) {
+			t.Errorf("slave history %x: differences %+v", tc.slaveEpoch, diffs)
+		}
+	}
+	// A master that does not report its history (0) is not compared.
+	if diffs := Compare(Report{Tables: tables}, Report{Epoch: 0xdef, Tables: tables}); len(diffs) != 0 {
+		t.Errorf("unknown master history: differences %+v", diffs)
+	}
+}

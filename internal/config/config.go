@@ -105,8 +105,13 @@ type TLSConfig struct {
 
 // SpoolConfig is the on-disk log of changes.
 type SpoolConfig struct {
-	Dir              string // spool.dir: segments, pid file, socket and state
-	MaxBacklog       Size   // spool.max_backlog: per-slave backlog before it must re-sync
+	Dir        string // spool.dir: segments, pid file, socket and state
+	MaxBacklog Size   // spool.max_backlog: per-slave backlog before it must re-sync
+	// BackupPin (spool.backup_pin) is how long the master keeps its spool
+	// from a backup's position, so that a slave restored from that backup
+	// is served however large the backlog that built up meanwhile; 0: not
+	// at all.
+	BackupPin        time.Duration
 	SegmentSize      Size   // spool.segment_size
 	CompressionLevel string // spool.compression_level: fastest, default, better or best (zstd)
 }
@@ -159,6 +164,7 @@ func DefaultConfig() Config {
 		Spool: SpoolConfig{
 			Dir:              DefaultSpoolDir,
 			MaxBacklog:       1 * GiB,
+			BackupPin:        time.Hour,
 			SegmentSize:      64 * MiB,
 			CompressionLevel: "fastest",
 		},

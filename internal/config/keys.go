@@ -50,6 +50,7 @@ var keys = []Key{
 	{"tls.ca", KindString, func(c *Config) any { return &c.TLS.CA }},
 	{"spool.dir", KindString, func(c *Config) any { return &c.Spool.Dir }},
 	{"spool.max_backlog", KindSize, func(c *Config) any { return &c.Spool.MaxBacklog }},
+	{"spool.backup_pin", KindDuration, func(c *Config) any { return &c.Spool.BackupPin }},
 	{"spool.segment_size", KindSize, func(c *Config) any { return &c.Spool.SegmentSize }},
 	{"spool.compression_level", KindString, func(c *Config) any { return &c.Spool.CompressionLevel }},
 	{"log.file", KindString, func(c *Config) any { return &c.Log.File }},

@@ -203,6 +203,9 @@ func (v *validator) spool(c *Config) {
 	if s.MaxBacklog <= 0 {
 		v.bad("spool.max_backlog", s.MaxBacklog.String(), "use a size above 0, such as 1GiB")
 	}
+	if s.BackupPin < 0 {
+		v.bad("spool.backup_pin", s.BackupPin.String(), "use a duration of 0 or more, such as 1h")
+	}
 	if s.SegmentSize < MinSegmentSize || s.SegmentSize > MaxSegmentSize {
 		v.bad("spool.segment_size", s.SegmentSize.String(),
 			fmt.Sprintf("use %s to %s, such as 64MiB", MinSegmentSize, MaxSegmentSize))

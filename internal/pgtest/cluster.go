@@ -213,7 +213,7 @@ func (c *Cluster) start(ctx context.Context, pickPort bool) error {
 	}
 	for i := 1; ; i++ {
 		if pickPort {
-			port, err := freePort()
+			port, err := FreePort()
 			if err != nil {
 				return err
 			}
@@ -245,7 +245,8 @@ func (c *Cluster) start(ctx context.Context, pickPort bool) error {
 	}
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("pick a free port: %w", err)

@@ -7,6 +7,7 @@ package pipetest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ type Pipeline struct {
 	MasterURL, SlaveURL string
 	Spool               *spool.Spool
 	Reader              *capture.TriggerReader
+	// pollMu serialises Poll: the reader is run from one goroutine at a time.
+	pollMu sync.Mutex
 }
 
 // New creates both databases with their schemas, installs schedsync on
@@ -90,11 +93,61 @@ func (p *Pipeline) Exec(url, sql string, args ...any) {
 	}
 }
 
+// Poll runs one capture poll; concurrent calls take turns.
+func (p *Pipeline) Poll(ctx context.Context) (int, error) {
+	p.pollMu.Lock()
+	defer p.pollMu.Unlock()
+	return p.Reader.Poll(ctx)
+}
+
+// Snapshot begins a transaction on conn in an exact capture snapshot, as
+// the master service gives backups, and says where it stands. It polls
+// capture until the snapshot is taken (alongside any other poller).
+func (p *Pipeline) Snapshot(conn *pgx.Conn) (pgx.Tx, capture.SnapshotResult) {
+	p.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan struct{})
+	polled := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-done:
+				polled <- nil
+				return
+			default:
+			}
+			if _, err := p.Poll(ctx); err != nil {
+				polled <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var tx pgx.Tx
+	res, err := capture.ExportSnapshot(ctx, p.Reader, func(ctx context.Context, name string) error {
+		var err error
+		tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err == nil {
+			_, err = tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'")
+		}
+		return err
+	})
+	close(done)
+	if perr := <-polled; perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
+		p.T.Fatalf("exact snapshot: %v", err)
+	}
+	return tx, res
+}
+
 // Capture moves every committed master change into the spool.
 func (p *Pipeline) Capture() {
 	p.T.Helper()
 	for {
-		n, err := p.Reader.Poll(context.Background())
+		n, err := p.Poll(context.Background())
 		if err != nil {
 			p.T.Fatalf("capture: %v", err)
 		}

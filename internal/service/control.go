@@ -46,6 +46,13 @@ const (
 // error is sent as its message, so it must not contain a secret.
 type HandlerFunc func(ctx context.Context, name string, args []string) (any, error)
 
+// Dialogue is a command result that goes on talking on the connection
+// instead of being one JSON line: send writes one JSON line to the client
+// and recv reads one line from it (bounded by its ctx, and by
+// requestTimeout without a deadline). An error it returns is sent as the
+// last line, like a failed command's.
+type Dialogue func(ctx context.Context, send func(v any) error, recv func(ctx context.Context) (string, error)) error
+
 // SocketPath is dir/schedsync.sock. A unix socket path is limited to 107
 // bytes; rather than fall back to a world-writable place such as /tmp, a
 // spool.dir too long for it is a configuration error (*config.KeyError).
@@ -163,7 +170,8 @@ func (s *ControlServer) serveConn(conn *net.UnixConn) {
 		return
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(requestTimeout))
-	line, err := bufio.NewReader(io.LimitReader(conn, maxRequestLine)).ReadString('\n')
+	br := bufio.NewReader(io.LimitReader(conn, maxRequestLine))
+	line, err := br.ReadString('\n')
 	if err != nil {
 		reply(controlReply{Error: "read request: send one line, COMMAND [ARG...], ended by a newline"})
 		return
@@ -174,11 +182,47 @@ func (s *ControlServer) serveConn(conn *net.UnixConn) {
 		return
 	}
 	res, err := s.handle(s.ctx, fields[0], fields[1:])
+	if d, ok := res.(Dialogue); ok && err == nil {
+		err = d(s.ctx, func(v any) error { return sendLine(conn, v) }, func(ctx context.Context) (string, error) {
+			return recvLine(ctx, conn, br)
+		})
+		if err == nil {
+			return
+		}
+	}
 	if err != nil {
 		reply(controlReply{Error: err.Error()})
 		return
 	}
 	reply(res)
+}
+
+// sendLine writes v as one JSON line.
+func sendLine(conn net.Conn, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(requestTimeout))
+	_, err = conn.Write(append(data, '\n'))
+	return err
+}
+
+// recvLine reads one line, without its newline, by ctx's deadline (or
+// requestTimeout) and until ctx ends.
+func recvLine(ctx context.Context, conn net.Conn, br *bufio.Reader) (string, error) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(requestTimeout)
+	}
+	_ = conn.SetReadDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read from the client: %w", err)
+	}
+	return strings.TrimSpace(line), nil
 }
 
 // controlReply is the answer to a failed command.

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/schedsync/schedsync/capture"
+	"github.com/schedsync/schedsync/internal/backup"
 )
 
 // ErrNotRunning: no service answers on the control socket.
@@ -88,4 +91,71 @@ func QueryStatus(ctx context.Context, dir string) (Status, error) {
 		return Status{}, fmt.Errorf("control status: %w", err)
 	}
 	return st, nil
+}
+
+// ImportSnapshot has the master service whose spool.dir is dir export an
+// exact capture snapshot (capture.ExportSnapshot), calls imp with its name
+// to import it, and returns where the snapshot stands in the capture
+// stream. `schedsync backup` reads the repository in that snapshot. It
+// returns an error wrapping ErrNotRunning when no service answers.
+func ImportSnapshot(ctx context.Context, dir string, imp func(ctx context.Context, name string) error) (backup.At, error) {
+	path, err := SocketPath(dir)
+	if err != nil {
+		return backup.At{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute+capture.ImportTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return backup.At{}, fmt.Errorf("%w (no service on %s)", ErrNotRunning, path)
+		}
+		return backup.At{}, fmt.Errorf("connect to control socket: %w", err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := io.WriteString(conn, "snapshot\n"); err != nil {
+		return backup.At{}, fmt.Errorf("control snapshot: send: %w", err)
+	}
+	br := bufio.NewReader(io.LimitReader(conn, maxReplyLine))
+	var exported struct {
+		Snapshot string  `json:"snapshot"`
+		Error    *string `json:"control_error"`
+	}
+	if err := readReply(br, &exported); err != nil {
+		return backup.At{}, err
+	}
+	if exported.Error != nil {
+		return backup.At{}, fmt.Errorf("control snapshot: %s", *exported.Error)
+	}
+	if err := imp(ctx, exported.Snapshot); err != nil {
+		return backup.At{}, err
+	}
+	if _, err := io.WriteString(conn, "imported\n"); err != nil {
+		return backup.At{}, fmt.Errorf("control snapshot: send: %w", err)
+	}
+	var at struct {
+		backup.At
+		Error *string `json:"control_error"`
+	}
+	if err := readReply(br, &at); err != nil {
+		return backup.At{}, err
+	}
+	if at.Error != nil {
+		return backup.At{}, fmt.Errorf("control snapshot: %s", *at.Error)
+	}
+	return at.At, nil
+}
+
+func readReply(br *bufio.Reader, v any) error {
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("control snapshot: read reply: %w", err)
+	}
+	if err := json.Unmarshal(line, v); err != nil {
+		return fmt.Errorf("control snapshot: malformed reply %.80q: %w", line, err)
+	}
+	return nil
 }

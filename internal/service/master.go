@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,6 +34,10 @@ type Master struct {
 	sp   *spool.Spool
 	sink *spoolSink
 	reg  *registry
+	// epoch is the capture history capture spools into (0 until capture
+	// first connected); kept in identity.json for a master whose
+	// repository is down.
+	epoch atomic.Uint64
 
 	mu        sync.Mutex
 	state     string
@@ -153,6 +158,7 @@ func (m *Master) captureLoop(ctx context.Context) error {
 			m.setState(StateStreaming, "")
 			backoff.reset()
 			m.log.Info("capturing from the master repository", "mode", m.cfg.Capture.Mode)
+			m.setEpoch(r.Epoch())
 			m.mu.Lock()
 			m.reader = r
 			m.mu.Unlock()
@@ -199,10 +205,42 @@ func (m *Master) refreshIdentity(ctx context.Context) error {
 		return fmt.Errorf("repository.url now points at %s, but %s was captured from %s: move %s away (its slaves will need schedsync resync) or point repository.url back",
 			id, m.spoolDir(), old, m.cfg.Spool.Dir)
 	}
-	if data, err := json.Marshal(id); err == nil {
+	m.saveIdentity()
+	return nil
+}
+
+// identityFile is spool.dir/identity.json: what the master knows of its
+// repository while the repository is down.
+type identityFile struct {
+	ship.Identity
+	CaptureEpoch uint64 `json:"capture_epoch,omitempty"`
+}
+
+func (m *Master) saveIdentity() {
+	m.mu.Lock()
+	f := identityFile{Identity: m.identity, CaptureEpoch: m.epoch.Load()}
+	m.mu.Unlock()
+	if data, err := json.Marshal(f); err == nil {
 		_ = writeFileAtomic(m.identityPath(), data, 0o600)
 	}
-	return nil
+}
+
+// setEpoch records the capture history capture connected with.
+func (m *Master) setEpoch(epoch uint64) {
+	if old := m.epoch.Swap(epoch); old != epoch {
+		if old != 0 {
+			m.log.Warn("capture history changed: capture was installed again; slaves of the old history need schedsync resync",
+				"capture_epoch", fmt.Sprintf("%016x", epoch), "was", fmt.Sprintf("%016x", old), "from_position", m.sink.LastPosition()+1)
+			// Sessions admitted under the old history reconnect and are
+			// checked against the new one.
+			m.mu.Lock()
+			for _, sess := range m.sessions {
+				sess.disconnect()
+			}
+			m.mu.Unlock()
+		}
+		m.saveIdentity()
+	}
 }
 
 func (m *Master) loadIdentity() {
@@ -210,9 +248,10 @@ func (m *Master) loadIdentity() {
 	if err != nil {
 		return
 	}
-	var id ship.Identity
-	if json.Unmarshal(data, &id) == nil {
-		m.identity = id
+	var f identityFile
+	if json.Unmarshal(data, &f) == nil {
+		m.identity = f.Identity
+		m.epoch.Store(f.CaptureEpoch)
 	}
 }
 
@@ -266,6 +305,7 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 
 func (m *Master) retain() error {
 	maxBacklog := int64(m.cfg.Spool.MaxBacklog)
+	now := time.Now()
 	m.reg.mu.Lock()
 	cut := m.sp.DurablePosition()
 	counting := 0
@@ -273,20 +313,24 @@ func (m *Master) retain() error {
 		if s.NeedsResync {
 			continue
 		}
-		if b := m.sp.BytesAfter(s.Applied); b > maxBacklog || s.Applied+1 < m.sp.FirstPosition() {
+		b := m.sp.BytesAfter(s.Applied)
+		if s.Applied+1 < m.sp.FirstPosition() || (b > maxBacklog && !m.reg.pinnedFor(s.Applied, now)) {
 			m.markNeedsResync(s, b)
 			continue
 		}
 		counting++
 		cut = min(cut, s.Applied)
 	}
-	err := m.reg.saveSoon()
-	m.reg.mu.Unlock()
 	if counting == 0 {
 		// No slave to keep it for: keep what a slave arriving within the
 		// backlog limit could still use.
 		cut = positionWithin(m.sp, maxBacklog)
 	}
+	for _, p := range m.reg.livePins(now) {
+		cut = min(cut, p.Position)
+	}
+	err := m.reg.saveSoon()
+	m.reg.mu.Unlock()
 	if cut+1 > m.sp.FirstPosition() {
 		if terr := m.sp.TruncateBefore(cut + 1); terr != nil {
 			return terr
@@ -336,6 +380,7 @@ func (m *Master) Status() Status {
 		connected[name] = s.addr
 	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
+	st.CaptureEpoch = epochText(m.epoch.Load())
 	if m.slot != nil {
 		st.Slot = m.slot.Slot()
 		if b := m.slot.SlotRetainedWAL(); b >= 0 {

@@ -2,12 +2,14 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/ship"
 )
@@ -30,7 +32,7 @@ func (m *Master) serveBackup(ctx context.Context, nc net.Conn, hello ship.Hello)
 	}
 	log.Info("sending a backup to the slave")
 	start := time.Now()
-	n, err := m.sendBackup(ctx, conn, req.ID, hello.MaxFrame)
+	n, err := m.sendBackup(ctx, conn, req.ID, hello.Name, hello.MaxFrame)
 	if err != nil {
 		log.Warn("backup for the slave failed", "err", err)
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -41,18 +43,26 @@ func (m *Master) serveBackup(ctx context.Context, nc net.Conn, hello ship.Hello)
 	log.Info("backup sent", "bytes", n, "elapsed", time.Since(start).Round(time.Millisecond))
 }
 
-func (m *Master) sendBackup(ctx context.Context, conn *ship.Conn, id uint64, peerMax int) (int64, error) {
-	m.drainCapture(ctx)
+func (m *Master) sendBackup(ctx context.Context, conn *ship.Conn, id uint64, slave string, peerMax int) (int64, error) {
 	db, err := pgx.ConnectConfig(ctx, m.connCfg)
 	if err != nil {
 		return 0, fmt.Errorf("the master repository is unavailable: %w", err)
 	}
 	defer db.Close(context.Background())
+	var tx pgx.Tx
+	at, err := m.exactSnapshot(ctx, slave, func(ctx context.Context, name string) (err error) {
+		tx, err = backup.BeginSnapshot(ctx, db, name)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.Background())
 	if peerMax <= 0 {
 		peerMax = ship.DefaultMaxFrame
 	}
 	w := &streamWriter{ctx: ctx, conn: conn, id: id, chunk: min(peerMax-ship.StreamOverhead, 1<<20)}
-	if _, err := backup.Write(ctx, db, w, backup.Options{Schemas: m.cfg.Repository.Schemas, Logger: m.log}); err != nil {
+	if _, err := backup.Write(ctx, tx, w, at, backup.Options{Schemas: m.cfg.Repository.Schemas, Logger: m.log}); err != nil {
 		return w.sent, err
 	}
 	if err := w.flush(); err != nil {
@@ -61,33 +71,70 @@ func (m *Master) sendBackup(ctx context.Context, conn *ship.Conn, id uint64, pee
 	return w.sent, conn.Send(ctx, ship.Stream{ID: id, End: true})
 }
 
-// drainCapture waits until capture has taken in everything committed so
-// far, so that the backup's position (read in its snapshot) is recent and
-// the slave does not start with a backlog that could already exceed
-// spool.max_backlog.
-func (m *Master) drainCapture(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
+// exactSnapshot has capture export a snapshot that equals one spool
+// position exactly, has imp import it, and pins the spool from that
+// position for spool.backup_pin (for slave, if it is a resync), so that
+// the restored slave is served whatever backlog builds up meanwhile.
+func (m *Master) exactSnapshot(ctx context.Context, slave string, imp func(ctx context.Context, name string) error) (backup.At, error) {
+	r := m.waitReader(ctx, readerWait)
+	if r == nil {
+		return backup.At{}, errors.New("capture is not connected to the master repository (see schedsync status); a backup takes its position from capture")
+	}
+	// Pinned from before the snapshot (its position is at or after what
+	// is durable now), so that retention cannot cut what the restored
+	// slave needs while the backup runs.
+	unpin := m.pinBackup(slave)
+	res, err := capture.ExportSnapshot(ctx, r, imp)
+	if err != nil {
+		unpin()
+		return backup.At{}, fmt.Errorf("take the backup's snapshot through capture: %w", err)
+	}
+	return backup.At{Position: res.Position, Epoch: res.Epoch, CaptureMode: string(m.cfg.Capture.Mode)}, nil
+}
+
+// readerWait is how long a backup waits for capture to connect, as after
+// the master service's start.
+const readerWait = 30 * time.Second
+
+// waitReader returns the capture reader once capture is connected, or nil
+// after wait.
+func (m *Master) waitReader(ctx context.Context, wait time.Duration) capture.Reader {
+	deadline := time.Now().Add(wait)
 	for {
 		m.mu.Lock()
 		r := m.reader
 		m.mu.Unlock()
-		if r != nil {
-			select {
-			case res := <-r.RequestSnapshot(func(context.Context, pgx.Tx) error { return nil }):
-				if res.Err == nil {
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
+		if r != nil || !time.Now().Before(deadline) {
+			return r
 		}
-		// Capture is not connected (yet): wait for it. If it never comes,
-		// the backup is still consistent, only its position is older.
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pinBackup keeps the spool from the current durable position for
+// spool.backup_pin; the returned function takes the pin back.
+func (m *Master) pinBackup(slave string) (unpin func()) {
+	if m.cfg.Spool.BackupPin <= 0 {
+		return func() {}
+	}
+	p := backupPin{Position: m.sp.DurablePosition(), Until: time.Now().Add(m.cfg.Spool.BackupPin), Slave: slave}
+	m.reg.mu.Lock()
+	m.reg.pin(p)
+	_ = m.reg.save()
+	m.reg.mu.Unlock()
+	return func() {
+		m.reg.mu.Lock()
+		defer m.reg.mu.Unlock()
+		for i, q := range m.reg.pins {
+			if q == p {
+				m.reg.pins = append(m.reg.pins[:i], m.reg.pins[i+1:]...)
+				_ = m.reg.save()
+				return
+			}
 		}
 	}
 }
@@ -129,4 +176,32 @@ func (w *streamWriter) flush() error {
 	w.sent += int64(len(w.buf))
 	w.buf = w.buf[:0]
 	return nil
+}
+
+// Command answers control socket commands beside status: "snapshot" is
+// `schedsync backup` asking for an exact capture snapshot to read in.
+func (m *Master) Command(ctx context.Context, name string, _ []string) (any, error) {
+	if name != "snapshot" {
+		return nil, fmt.Errorf("unknown command %q; a master answers: status, snapshot", name)
+	}
+	return Dialogue(func(ctx context.Context, send func(any) error, recv func(context.Context) (string, error)) error {
+		at, err := m.exactSnapshot(ctx, "", func(ictx context.Context, name string) error {
+			if err := send(map[string]string{"snapshot": name}); err != nil {
+				return err
+			}
+			line, err := recv(ictx)
+			if err != nil {
+				return fmt.Errorf("wait for the backup to import the snapshot: %w", err)
+			}
+			if line != "imported" {
+				return fmt.Errorf("the backup did not import the snapshot (it said %.80q)", line)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		m.log.Info("backup snapshot exported", "position", at.Position, "capture_epoch", fmt.Sprintf("%016x", at.Epoch))
+		return send(at)
+	}), nil
 }

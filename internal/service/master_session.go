@@ -38,6 +38,15 @@ func (s *masterSession) refuse(r *ship.RefusedError) {
 	}
 }
 
+// disconnect ends the session; the slave reconnects.
+func (s *masterSession) disconnect() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
 func (m *Master) acceptLoop(ctx context.Context, ln net.Listener, sessions *sync.WaitGroup) error {
 	for {
 		nc, err := ln.Accept()
@@ -122,15 +131,23 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 		return nil, ship.Welcome{}, ship.RefuseDuplicateName(h.Name)
 	}
 	rec := m.reg.get(h.Name)
-	if r, backlog := m.checkServable(h, rec); r != nil {
+	r, backlog := m.checkServable(h, rec)
+	if r == nil {
+		r = m.checkHistory(h)
+	}
+	if r != nil {
 		if !rec.NeedsResync {
 			rec.NeedsResync, rec.BacklogAtMark = true, backlog
 			_ = m.reg.save()
 		}
 		return nil, ship.Welcome{}, r
 	}
+	if backlog > int64(m.cfg.Spool.MaxBacklog) {
+		m.log.Info("slave admitted from a backup's position: spool.max_backlog does not apply while spool.backup_pin keeps the spool for it",
+			"slave", h.Name, "applied", h.Applied, "backlog_bytes", backlog, "max_backlog", int64(m.cfg.Spool.MaxBacklog))
+	}
 	// A slave that was marked needs_resync and comes back with a position
-	// the master can serve within the limit has been re-seeded.
+	// the master can serve has been re-seeded.
 	rec.NeedsResync = false
 	rec.Applied, rec.Received, rec.LastSeen = h.Applied, max(h.Received, h.Applied), time.Now()
 	_ = m.reg.save()
@@ -144,12 +161,14 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 	m.mu.Unlock()
 	return sess, ship.Welcome{
 		Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
-		StartAfter: rec.Received, Heartbeat: m.cfg.Sync.Heartbeat,
+		StartAfter: rec.Received, Epoch: m.epoch.Load(), Heartbeat: m.cfg.Sync.Heartbeat,
 	}, nil
 }
 
 // checkServable refuses a slave whose changes the master no longer has, or
-// whose backlog exceeds spool.max_backlog, and says how big the backlog is.
+// whose backlog exceeds spool.max_backlog (unless a backup's pin keeps the
+// spool for it: it was just restored), and says how big the backlog is.
+// The caller holds m.reg.mu.
 func (m *Master) checkServable(h ship.Hello, rec *slaveRecord) (*ship.RefusedError, int64) {
 	last := m.sp.DurablePosition()
 	maxBacklog := m.cfg.Spool.MaxBacklog
@@ -163,11 +182,65 @@ func (m *Master) checkServable(h ship.Hello, rec *slaveRecord) (*ship.RefusedErr
 		// The changes right after Applied are gone: the backlog is at
 		// least what is left, and what it was when the slave was marked.
 		backlog = max(m.sp.BytesAfter(first-1), rec.BacklogAtMark, int64(maxBacklog)+1)
+		return ship.RefuseBacklog(h.Name, uint64(backlog), uint64(maxBacklog)), backlog
 	}
-	if backlog > int64(maxBacklog) {
+	if backlog > int64(maxBacklog) && !m.reg.pinnedFor(h.Applied, time.Now()) {
 		return ship.RefuseBacklog(h.Name, uint64(backlog), uint64(maxBacklog)), backlog
 	}
 	return nil, backlog
+}
+
+// checkHistory refuses a slave whose data is of another capture history
+// than the changes it would stream: the first one it would apply, and the
+// ones capture spools now. Capture was installed again on the master since
+// (its spool goes on, its history does not), or the slave's data predates
+// histories. A slave with nothing applied and no history starts empty,
+// with the history of the master's first transaction, which must then be
+// the master's current one. Streaming up to where its history ends would
+// only leave the slave stuck there: it is refused now, and re-seeded.
+func (m *Master) checkHistory(h ship.Hello) *ship.RefusedError {
+	first, err := m.epochAt(h.Applied + 1)
+	if err != nil {
+		return ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", h.Applied+1, err))
+	}
+	current := m.epoch.Load()
+	if current == 0 && m.sp.DurablePosition() > 0 {
+		// Capture has not connected yet: the spool's last transaction
+		// says what it captured last.
+		if current, err = m.epochAt(m.sp.DurablePosition()); err != nil {
+			return ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", m.sp.DurablePosition(), err))
+		}
+	}
+	slave := h.Epoch
+	if slave == 0 && h.Applied == 0 {
+		slave = first
+	}
+	for _, e := range []uint64{first, current} {
+		if e != 0 && e != slave {
+			return ship.RefuseHistory(h.Name, h.Epoch, e, h.Applied)
+		}
+	}
+	return nil
+}
+
+// epochAt is the capture history of the first transaction at or after pos:
+// from the spool when it holds one, else the history capture spools into.
+func (m *Master) epochAt(pos uint64) (uint64, error) {
+	if pos > m.sp.DurablePosition() {
+		return m.epoch.Load(), nil
+	}
+	r, err := m.sp.NewReader(pos - 1)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, src, err := r.Next(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return src.Header().Epoch, nil
 }
 
 func (m *Master) dropSession(sess *masterSession) {
@@ -283,7 +356,13 @@ func (m *Master) ack(sess *masterSession, received, applied uint64) {
 	} else if rec.caughtUp.IsZero() {
 		rec.caughtUp = rec.LastSeen
 	}
-	if b := m.sp.BytesAfter(rec.Applied); b > int64(m.cfg.Spool.MaxBacklog) {
+	switch b := m.sp.BytesAfter(rec.Applied); {
+	case b <= int64(m.cfg.Spool.MaxBacklog):
+		if m.reg.releasePins(sess.name) {
+			m.log.Info("slave caught up within spool.max_backlog after its resync; its backup's pin is released", "slave", sess.name)
+			_ = m.reg.save()
+		}
+	case !m.reg.pinnedFor(rec.Applied, time.Now()):
 		m.markNeedsResync(rec, b)
 		return
 	}

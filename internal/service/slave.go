@@ -39,6 +39,11 @@ type Slave struct {
 	sp       *spool.Spool
 	identity ship.Identity
 	applied  atomic.Uint64
+	// epoch is the capture history of the slave's data, as read at start
+	// and as apply commits it.
+	epoch atomic.Uint64
+	// resyncLaunched: resync.auto started schedsync resync already.
+	resyncLaunched atomic.Bool
 	// acks wakes the acknowledger: records were appended or applied.
 	acks chan struct{}
 
@@ -118,7 +123,6 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 		}
 	}
 	bo := newBackoff(100*time.Millisecond, 10*time.Second)
-	resyncLaunched := false
 	for {
 		streamed, err := s.session(ctx, markReady)
 		if ctx.Err() != nil {
@@ -129,13 +133,8 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 		}
 		if errors.Is(err, ship.ErrNeedsResync) {
 			s.setState(StateNeedsResync, err.Error())
-			if s.cfg.Resync.Auto && !resyncLaunched {
-				resyncLaunched = true
-				if lerr := s.launchResync(RunOptionsFrom(ctx).ConfigPath); lerr != nil {
-					s.log.Error("resync.auto", "err", lerr)
-				} else {
-					err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
-				}
+			if s.autoResync(ctx) {
+				err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
 			}
 			if !isReady {
 				return fmt.Errorf("%w: %w", ErrNeedsResync, err)
@@ -167,12 +166,13 @@ func (s *Slave) readRepository(ctx context.Context) error {
 	if s.identity, err = repositoryIdentity(ctx, conn); err != nil {
 		return err
 	}
-	var applied int64
-	err = conn.QueryRow(ctx, `SELECT applied_position FROM schedsync.state WHERE id = 1`).Scan(&applied)
+	var applied, epoch int64
+	err = conn.QueryRow(ctx, `SELECT applied_position, capture_epoch FROM schedsync.state WHERE id = 1`).Scan(&applied, &epoch)
 	if err != nil {
 		return fmt.Errorf("read schedsync.state in the slave repository (run schedsync install on the slave): %w", err)
 	}
 	s.applied.Store(uint64(applied))
+	s.epoch.Store(uint64(epoch))
 	return nil
 }
 
@@ -196,7 +196,7 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 	}
 	w, err := ship.ClientHandshake(ctx, nc, ship.ClientOptions{
 		Token: s.cfg.Sync.Token, Name: s.cfg.Node.Name, Identity: s.identity,
-		Applied: s.applied.Load(), Received: s.sp.DurablePosition(),
+		Applied: s.applied.Load(), Received: s.sp.DurablePosition(), Epoch: s.epoch.Load(),
 	})
 	if err != nil {
 		return false, err
@@ -214,7 +214,8 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 		s.mu.Unlock()
 	}()
 	s.setState(StateStreaming, "")
-	s.log.Info("streaming from the master", "master", s.addr, "master_name", w.Name, "after", w.StartAfter)
+	s.log.Info("streaming from the master", "master", s.addr, "master_name", w.Name, "after", w.StartAfter,
+		"capture_epoch", fmt.Sprintf("%016x", s.epoch.Load()), "master_capture_epoch", fmt.Sprintf("%016x", w.Epoch))
 	markReady()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -317,6 +318,7 @@ func (s *Slave) Status() Status {
 	}
 	applied := s.applied.Load()
 	st.Position = applied
+	st.CaptureEpoch = epochText(s.epoch.Load())
 	// Lag: how long the slave has been behind what the master had; 0 when
 	// it has applied everything the master captured.
 	if applied >= s.masterLast {

@@ -34,7 +34,14 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 			return nil
 		}
 		state := StateRepositoryUnavailable
-		if errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrNeedsResync) {
+		switch {
+		case errors.Is(err, apply.ErrHistory):
+			// Changes of another capture history over this slave's data:
+			// only a re-sync helps (resync acts on needs_resync).
+			state = StateNeedsResync
+			bo.cur = max(bo.cur, 10*time.Second)
+			s.autoResync(ctx)
+		case errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrNeedsResync):
 			state = StateApplyError
 			bo.cur = max(bo.cur, 10*time.Second)
 		}
@@ -48,11 +55,30 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 
 // onApplied publishes a committed apply position and acknowledges it.
 func (s *Slave) onApplied(pos uint64, _ time.Time) {
+	s.mu.Lock()
+	a := s.applier
+	s.mu.Unlock()
+	if a != nil {
+		s.epoch.Store(a.Epoch())
+	}
 	s.applied.Store(pos)
 	s.mu.Lock()
 	s.applyState, s.applyErr = "", ""
 	s.mu.Unlock()
 	s.wakeAcks()
+}
+
+// autoResync starts schedsync resync once, with resync.auto, and says
+// whether it did.
+func (s *Slave) autoResync(ctx context.Context) bool {
+	if !s.cfg.Resync.Auto || s.resyncLaunched.Swap(true) {
+		return false
+	}
+	if err := s.launchResync(RunOptionsFrom(ctx).ConfigPath); err != nil {
+		s.log.Error("resync.auto", "err", err)
+		return false
+	}
+	return true
 }
 
 // launchResync starts `schedsync --config PATH resync` in its own session

@@ -2,6 +2,7 @@ package service
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -20,6 +21,14 @@ const (
 	StateRepositoryUnavailable = "repository_unavailable"
 	StateFailed                = "failed"
 )
+
+// epochText is a capture epoch as status shows it; "" when unknown.
+func epochText(e uint64) string {
+	if e == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%016x", e)
+}
 
 // Status is what `status --json` prints. The fields named in DESIGN.md are
 // contract: role, running, state, position, received_position (slave),
@@ -45,7 +54,11 @@ type Status struct {
 	// CaptureMode is the master's capture.mode; in logical mode Slot is
 	// its replication slot and SlotRetainedWALBytes the WAL the slot keeps
 	// on the master (an orphaned or stuck slot makes it grow).
-	CaptureMode          string `json:"capture_mode,omitempty"`
+	CaptureMode string `json:"capture_mode,omitempty"`
+	// CaptureEpoch names the capture history (hex): on a master, the one
+	// capture spools into; on a slave, the one its data belongs to. A
+	// slave applies only changes of its own history.
+	CaptureEpoch         string `json:"capture_epoch,omitempty"`
 	Slot                 string `json:"slot,omitempty"`
 	SlotRetainedWALBytes *int64 `json:"slot_retained_wal_bytes,omitempty"`
 	// Master is the master's sync address (slave only).

@@ -75,7 +75,7 @@ func (m *Master) verifySnapshot(ctx context.Context) (checksum.Report, error) {
 		if res.Err != nil {
 			return rep, fmt.Errorf("master checksums: %w", res.Err)
 		}
-		rep.Position, rep.SequencesAt = res.Position, res.SequencesAt
+		rep.Position, rep.SequencesAt, rep.Epoch = res.Position, res.SequencesAt, res.Epoch
 		return rep, nil
 	case <-ctx.Done():
 		return rep, fmt.Errorf("master checksums: %w", ctx.Err())
@@ -95,6 +95,13 @@ func (s *Slave) Command(ctx context.Context, name string, args []string) (any, e
 func (s *Slave) verify(ctx context.Context) (VerifyResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
+	if st := s.Status(); st.State == StateNeedsResync {
+		// Refused by the master (backlog, or another capture history), or
+		// stopped by apply: the slave is not a copy of the master, and no
+		// snapshot of the master could be compared with it.
+		return VerifyResult{Differences: []checksum.Difference{{Table: "(replication)",
+			What: "the slave needs a re-sync (schedsync resync) and is not a copy of its master: " + st.Error}}}, nil
+	}
 	master, err := s.askMaster(ctx, "verify")
 	if err != nil {
 		return VerifyResult{}, err
@@ -134,6 +141,11 @@ func (s *Slave) verify(ctx context.Context) (VerifyResult, error) {
 func (s *Slave) slaveChecksums(ctx context.Context, mrep checksum.Report) (checksum.Report, error) {
 	rep := checksum.Report{Position: mrep.Position}
 	err := s.inSnapshot(ctx, func(tx pgx.Tx) error {
+		var epoch int64
+		if err := tx.QueryRow(ctx, `SELECT capture_epoch FROM schedsync.state WHERE id = 1`).Scan(&epoch); err != nil {
+			return fmt.Errorf("read schedsync.state: %w", err)
+		}
+		rep.Epoch = uint64(epoch)
 		var specs []checksum.Spec
 		for _, t := range mrep.Tables {
 			var ok bool

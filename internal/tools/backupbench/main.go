@@ -7,7 +7,9 @@
 // It starts a throwaway cluster (internal/pgtest), runs `pgbench -i -s
 // SCALE` in a master database and `pgbench -i -I dtp` (the same tables,
 // empty, with their primary keys) in a slave database, installs schedsync
-// on both (capture.allow_no_pk, for pgbench_history), then, -runs times:
+// on both (capture.allow_no_pk, for pgbench_history), starts the master's
+// sync service (a backup takes its snapshot from its capture), then, -runs
+// times:
 //
 //  1. schedsync backup --out FILE on the master;
 //  2. schedsync restore --in FILE on the slave (verify pass, then one
@@ -73,6 +75,7 @@ type bench struct {
 	times               map[string][]time.Duration
 	sizes               map[string]int64
 	rss                 map[string]int64 // the largest max RSS of a step's process, KiB
+	syncPort            int              // the master's sync.listen, on loopback
 }
 
 func run(ctx context.Context, o options) error {
@@ -94,6 +97,10 @@ func run(ctx context.Context, o options) error {
 	if err := b.setup(ctx); err != nil {
 		return err
 	}
+	if err := b.cmd(ctx, b.bin, "--config", b.config("master"), "start"); err != nil {
+		return err
+	}
+	defer func() { _ = b.cmd(context.Background(), b.bin, "--config", b.config("master"), "stop") }()
 	fmt.Println("warm-up run (not counted)")
 	if err := b.once(ctx); err != nil {
 		return err
@@ -148,8 +155,16 @@ func (b *bench) setup(ctx context.Context) error {
 func (b *bench) config(role string) string {
 	path := filepath.Join(b.dir, role+".properties")
 	url := map[string]string{"master": b.masterURL, "slave": b.slaveURL}[role]
+	if b.syncPort == 0 {
+		port, err := benchkit.FreePort()
+		if err != nil {
+			panic(err)
+		}
+		b.syncPort = port
+	}
 	props := fmt.Sprintf("node.role=%s\nnode.name=bench-%s\nrepository.url=%s\ncapture.allow_no_pk=true\n"+
-		"sync.token=bench\nmaster.host=127.0.0.1\nspool.dir=%s\n", role, role, url, filepath.Join(b.dir, role))
+		"sync.token=bench\nsync.listen=127.0.0.1:%d\nmaster.host=127.0.0.1\nmaster.port=%d\nspool.dir=%s\n",
+		role, role, url, b.syncPort, b.syncPort, filepath.Join(b.dir, role))
 	if err := os.WriteFile(path, []byte(props), 0o600); err != nil {
 		panic(err)
 	}
