@@ -1,6 +1,6 @@
 # Entry points for building, testing and demonstrating schedsync.
 #
-# The tests start real PostgreSQL clusters (internal/pgtest), so `test`,
+# The tests start real PostgreSQL clusters (internal/testkit/pgtest), so `test`,
 # `bench` and `demo` first make sure the PostgreSQL server is installed
 # (`deps`), and `test` sets CI so that a missing server fails the run instead
 # of silently skipping every test that touches SQL.
@@ -15,7 +15,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-# Same discovery as internal/pgtest: the server in PATH, or Debian's
+# Same discovery as internal/testkit/pgtest: the server in PATH, or Debian's
 # versioned directories, which are not in PATH.
 PG_LIBDIR ?= /usr/lib/postgresql
 HAVE_PG = { { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null 2>&1 || \
@@ -54,13 +54,15 @@ vet:
 fmt:
 	$(GO) fmt ./...
 
-# The demo (internal/tools/demo) starts its own master and slave clusters with
-# internal/pgtest and runs bin/schedsync through install, start, a Quartz
+# The demo (cmd/schedsync-demo) starts its own master and slave clusters with
+# internal/testkit/pgtest and runs bin/schedsync through install, start, a Quartz
 # workload, status, verify and stop, printing every command. Flags go in
 # DEMOFLAGS, e.g. make demo DEMOFLAGS='-duration 30s -keep' or DEMOFLAGS=-mode=logical.
 DEMOFLAGS ?=
+DEMO      := bin/schedsync-demo
 demo: deps build
-	$(GO) run ./internal/tools/demo -bin $(BIN) $(DEMOFLAGS)
+	$(GO) build -o $(DEMO) ./cmd/schedsync-demo
+	$(DEMO) -bin $(BIN) $(DEMOFLAGS)
 
 clean:
 	rm -rf bin .demo

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/change"
-	"github.com/schedsync/schedsync/internal/pipetest"
+	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
 // Partial updates come from logical capture, which the rig does not run:

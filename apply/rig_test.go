@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/schedsync/schedsync/internal/pgtest"
-	"github.com/schedsync/schedsync/internal/pipetest"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

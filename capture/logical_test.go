@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/change"
-	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
 // logicalReader starts a logical reader on d feeding sink, serving in the

@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/backup"
-	"github.com/schedsync/schedsync/internal/pgtest"
 	"github.com/schedsync/schedsync/internal/service"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
 const backupSchema = `CREATE TABLE qrtz_jobs (id serial PRIMARY KEY, name text UNIQUE, data bytea);

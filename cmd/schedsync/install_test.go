@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
 // TestInstallAndUninstall runs the commands against a real database: the

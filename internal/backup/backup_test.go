@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/schedsync/schedsync/internal/pipetest"
+	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
 // schedDDL is a scheduler-like schema: enums, jsonb, bytea, arrays (an

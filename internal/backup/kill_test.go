@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/schedsync/schedsync/internal/pipetest"
+	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
 // childEnv makes the test binary a restore process (see TestMain) that

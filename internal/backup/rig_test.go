@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/schedsync/schedsync/internal/pgtest"
-	"github.com/schedsync/schedsync/internal/pipetest"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
 func TestMain(m *testing.M) {

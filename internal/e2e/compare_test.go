@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/schedsync/schedsync/internal/quartz"
+	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
 // extraTables are the replicated tables besides Quartz's.

@@ -1,6 +1,6 @@
 // Package e2e holds schedsync's end-to-end tests: the real binary, built
 // once per test run, drives a master and a slave sync service against two
-// throwaway PostgreSQL clusters (internal/pgtest) while a clustered-Quartz
+// throwaway PostgreSQL clusters (internal/testkit/pgtest) while a clustered-Quartz
 // workload and a writer of a table with a bigserial key run on the master,
 // and the test crashes each moving part in turn: the slave service, the
 // master service, the slave's database. It then checks that the slave

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/schedsync/schedsync/internal/pgtest"
 	"github.com/schedsync/schedsync/internal/service"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
 // buildTimeout bounds `go build` of the binary, on a cold cache too.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
 const (

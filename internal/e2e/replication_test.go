@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/schedsync/schedsync/internal/pgtest"
-	"github.com/schedsync/schedsync/internal/quartz"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
 const (

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/schedsync/schedsync/internal/quartz"
+	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
 // TestResync is issue 6's cron path, with real processes: a slave that was

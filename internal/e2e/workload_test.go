@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/schedsync/schedsync/internal/quartz"
+	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
 // extraSchema is a table outside Quartz whose key comes from a sequence

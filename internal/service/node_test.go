@@ -20,7 +20,7 @@ import (
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/change"
 	"github.com/schedsync/schedsync/internal/config"
-	"github.com/schedsync/schedsync/internal/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 	"github.com/schedsync/schedsync/ship"
 	"github.com/schedsync/schedsync/spool"
 )

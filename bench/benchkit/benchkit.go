@@ -1,0 +1,175 @@
+// Package benchkit holds what the benchmark tools (bench/*bench)
+// share: building the schedsync binary, running its commands, loopback
+// ports, and reading CPU time from /proc. It is for those tools only.
+package benchkit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// BuildBinary builds cmd/schedsync of the module the tool belongs to into
+// out. -buildvcs=auto, whatever GOFLAGS says: reports name the commit.
+func BuildBinary(ctx context.Context, out string) error {
+	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("find the module: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-buildvcs=auto", "-o", out, "./cmd/schedsync")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/schedsync: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// Run runs `bin --config config args...` and returns its output; name
+// says which node in errors.
+func Run(ctx context.Context, bin, config, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--config", config}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("schedsync %s (%s): %w\n%s", strings.Join(args, " "), name, err, out)
+	}
+	return out, nil
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ClockTicks is USER_HZ, the unit of /proc's CPU times on Linux.
+const ClockTicks = 100
+
+// ProcStat returns the fields of /proc/PID/stat after the command name
+// (which, in parentheses, may hold spaces): index 0 is field 3, the state.
+func ProcStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return nil, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// Ticks converts a /proc CPU time field to a duration.
+func Ticks(field string) time.Duration {
+	n, _ := strconv.ParseInt(field, 10, 64)
+	return time.Duration(n) * time.Second / ClockTicks
+}
+
+// ProcCPU is the user and system CPU time a process has used.
+func ProcCPU(pid int) (time.Duration, error) {
+	f, err := ProcStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return Ticks(f[11]) + Ticks(f[12]), nil
+}
+
+// SystemBusy is the CPU time all CPUs spent busy (not idle, not waiting
+// for I/O, not stolen) since boot, from /proc/stat.
+func SystemBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, fmt.Errorf("unexpected /proc/stat")
+	}
+	var busy time.Duration
+	for i, v := range f[1:] {
+		if i != 3 && i != 4 && i < 7 { // user nice system [idle iowait] irq softirq; guest is in user
+			busy += Ticks(v)
+		}
+	}
+	return busy, nil
+}
+
+// Pgbench runs the pgbench binary at bin and returns its output; the last
+// argument is the URL and is left out of errors.
+func Pgbench(ctx context.Context, bin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = CleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("pgbench %s: %w\n%s", strings.Join(args[:len(args)-1], " "), err, out)
+	}
+	return string(out), nil
+}
+
+// CleanEnv is the environment without the caller's PG* variables, which
+// pgbench and pg_recvlogical would obey.
+func CleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// WriteNodeConfig writes dir/name.properties for a schedsync node with
+// spool.dir dir/name, then the common lines, and returns both paths.
+func WriteNodeConfig(dir, name, role, url string, common []string) (config, spool string, err error) {
+	config, spool = filepath.Join(dir, name+".properties"), filepath.Join(dir, name)
+	props := append([]string{
+		"node.role=" + role,
+		"node.name=" + name,
+		"repository.url=" + url,
+		"spool.dir=" + spool,
+	}, common...)
+	if err := os.WriteFile(config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", config, err)
+	}
+	return config, spool, nil
+}
+
+// Main runs a tool: run gets a context that SIGINT and SIGTERM cancel, so
+// the tool can clean up; an error is printed after the tool's name and
+// exits 1.
+func Main(name string, run func(context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// WorkDir makes a run's temporary directory. done removes it, unless keep:
+// then its path is printed and it stays.
+func WorkDir(name string, keep bool) (dir string, done func(), err error) {
+	if dir, err = os.MkdirTemp("", name+"-"); err != nil {
+		return "", nil, fmt.Errorf("create the temporary directory: %w", err)
+	}
+	if keep {
+		fmt.Println("keeping", dir)
+		return dir, func() {}, nil
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
