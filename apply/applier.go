@@ -51,10 +51,7 @@ const pipelineDepth = 512
 // sessionSetup makes replicated rows bypass the slave's triggers and
 // foreign keys, and pins the settings capture used, so that text values are
 // read, and compared, exactly as they were written.
-const sessionSetup = `SET session_replication_role = replica;
-SET search_path = pg_catalog, pg_temp;
-SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3;
-SET bytea_output = 'hex'; SET TimeZone = 'UTC'; SET standard_conforming_strings = on`
+var sessionSetup = "SET session_replication_role = replica;\n" + change.SetSQL(false)
 
 // Applier replays the slave spool into the slave repository.
 type Applier struct {

@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -18,12 +20,6 @@ import (
 	sqlfiles "github.com/schedsync/schedsync/sql"
 )
 
-// Trigger names. Uninstall drops exactly these and nothing else.
-const (
-	rowTrigger       = "schedsync_capture_row"
-	statementTrigger = "schedsync_capture_statement"
-)
-
 // ReplicatedCondition is an SQL condition on pg_class c that holds for the
 // tables capture replicates, in either mode: they carry the capture
 // trigger, or they are in the publication.
@@ -31,7 +27,8 @@ const ReplicatedCondition = `(EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid
 	OR EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
 	           WHERE p.pubname = '` + PublicationName + `' AND pr.prrelid = c.oid))`
 
-// installLockKey serialises concurrent installs (pg_advisory_xact_lock).
+// installLockKey serialises concurrent installs and uninstalls
+// (pg_advisory_xact_lock, taken by ddlTx).
 const installLockKey = 0x5c4ed5c1
 
 // InstallOptions says what to install.
@@ -44,12 +41,11 @@ type InstallOptions struct {
 	// AllowNoPK replicates tables without a primary key by full-row identity
 	// instead of refusing them.
 	AllowNoPK bool
-	// Role is "master" (capture objects and triggers) or "slave" (only the
-	// state tables).
-	Role string
-	// Mode is the capture mode on a master: "trigger" (the default) or
-	// "logical".
-	Mode string
+	// Role is master (capture objects) or slave (only the state tables).
+	Role config.Role
+	// Mode is the capture mode on a master: trigger (the default) or
+	// logical.
+	Mode config.CaptureMode
 }
 
 // InstallReport says what install found and did.
@@ -80,14 +76,8 @@ type InstallReport struct {
 	SlotCreated       bool
 }
 
-// Capture modes.
-const (
-	ModeTrigger = "trigger"
-	ModeLogical = "logical"
-)
-
 // ModeConflictError refuses to install one capture mode over the other.
-type ModeConflictError struct{ Installed, Wanted string }
+type ModeConflictError struct{ Installed, Wanted config.CaptureMode }
 
 func (e *ModeConflictError) Error() string {
 	return fmt.Sprintf("schedsync is installed in this repository for capture.mode = %s, not %s; to switch modes stop the master service (schedsync stop), run schedsync uninstall, then schedsync install, start the master again and re-seed every slave with schedsync resync --force (README: Switching capture modes)",
@@ -108,28 +98,25 @@ func (e *NoPrimaryKeyError) Error() string {
 // triggers.
 func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallReport, error) {
 	var rep InstallReport
-	if opts.Role != "master" && opts.Role != "slave" {
+	if opts.Role != config.RoleMaster && opts.Role != config.RoleSlave {
 		return rep, fmt.Errorf("install: role %q is not master or slave", opts.Role)
 	}
 	if opts.Mode == "" {
-		opts.Mode = ModeTrigger
+		opts.Mode = config.CaptureTrigger
 	}
-	if opts.Mode != ModeTrigger && opts.Mode != ModeLogical {
+	if opts.Mode != config.CaptureTrigger && opts.Mode != config.CaptureLogical {
 		return rep, fmt.Errorf("install: capture mode %q is not trigger or logical", opts.Mode)
 	}
-	if opts.Role == "master" && opts.Mode == ModeLogical {
+	if opts.Role == config.RoleMaster && opts.Mode == config.CaptureLogical {
 		return installLogical(ctx, conn, opts)
 	}
 	err := ddlTx(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
-			return fmt.Errorf("take install lock: %w", err)
-		}
 		created, err := installSchema(ctx, tx, opts.Role, opts.Mode)
 		if err != nil {
 			return err
 		}
 		rep.SchemaCreated = created
-		if opts.Role != "master" {
+		if opts.Role != config.RoleMaster {
 			return nil
 		}
 		return installTriggers(ctx, tx, opts, &rep)
@@ -140,8 +127,8 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 // installSchema runs the SQL scripts unless this schema version (and, on a
 // master, the capture objects of mode) is already there. It refuses to
 // install one capture mode over the other.
-func installSchema(ctx context.Context, tx pgx.Tx, role, mode string) (bool, error) {
-	want := sqlfiles.SchemaVersion + "/" + role
+func installSchema(ctx context.Context, tx pgx.Tx, role config.Role, mode config.CaptureMode) (bool, error) {
+	want := sqlfiles.SchemaVersion + "/" + string(role)
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass('schedsync.meta') IS NOT NULL`).Scan(&exists); err != nil {
 		return false, fmt.Errorf("look for schedsync.meta: %w", err)
@@ -154,7 +141,7 @@ func installSchema(ctx context.Context, tx pgx.Tx, role, mode string) (bool, err
 			return false, fmt.Errorf("read schedsync.meta: %w", err)
 		}
 	}
-	if role == "master" {
+	if role == config.RoleMaster {
 		installed, err := installedMode(ctx, tx, haveMode)
 		if err != nil {
 			return false, err
@@ -164,7 +151,7 @@ func installSchema(ctx context.Context, tx pgx.Tx, role, mode string) (bool, err
 		}
 	}
 	// A master's objects are a superset of a slave's.
-	if have != nil && (*have == want || *have == sqlfiles.SchemaVersion+"/master") {
+	if have != nil && (*have == want || *have == sqlfiles.SchemaVersion+"/"+string(config.RoleMaster)) {
 		return false, nil
 	}
 	return true, runScripts(ctx, tx, role, mode, want)
@@ -173,37 +160,37 @@ func installSchema(ctx context.Context, tx pgx.Tx, role, mode string) (bool, err
 // installedMode is the capture mode installed on a master: recorded in
 // schedsync.meta, or trigger when only an audit table from before the
 // mode was recorded says so; "" when none is.
-func installedMode(ctx context.Context, tx pgx.Tx, recorded *string) (string, error) {
+func installedMode(ctx context.Context, tx pgx.Tx, recorded *string) (config.CaptureMode, error) {
 	if recorded != nil {
-		return *recorded, nil
+		return config.CaptureMode(*recorded), nil
 	}
 	var audit bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass('schedsync.audit') IS NOT NULL`).Scan(&audit); err != nil {
 		return "", fmt.Errorf("look for schedsync.audit: %w", err)
 	}
 	if audit {
-		return ModeTrigger, nil
+		return config.CaptureTrigger, nil
 	}
 	return "", nil
 }
 
-func runScripts(ctx context.Context, tx pgx.Tx, role, mode, version string) error {
+func runScripts(ctx context.Context, tx pgx.Tx, role config.Role, mode config.CaptureMode, version string) error {
 	if _, err := tx.Exec(ctx, sqlfiles.State); err != nil {
 		return fmt.Errorf("create schedsync state tables: %w", err)
 	}
-	if role == "master" {
+	if role == config.RoleMaster {
 		if _, err := tx.Exec(ctx, sqlfiles.CaptureState); err != nil {
 			return fmt.Errorf("create capture state: %w", err)
 		}
 		if err := drawEpoch(ctx, tx); err != nil {
 			return err
 		}
-		if mode == ModeTrigger {
+		if mode == config.CaptureTrigger {
 			if _, err := tx.Exec(ctx, sqlfiles.Capture); err != nil {
 				return fmt.Errorf("create capture objects: %w", err)
 			}
 		}
-		if err := setMeta(ctx, tx, "capture_mode", mode); err != nil {
+		if err := setMeta(ctx, tx, "capture_mode", string(mode)); err != nil {
 			return err
 		}
 	}
@@ -220,65 +207,6 @@ func drawEpoch(ctx context.Context, tx pgx.Tx) error {
 	epoch := int64(binary.BigEndian.Uint64(b[:])>>1) | 1
 	if _, err := tx.Exec(ctx, `UPDATE schedsync.capture_state SET epoch = $1 WHERE id = 1 AND epoch = 0`, epoch); err != nil {
 		return fmt.Errorf("set the capture epoch: %w", err)
-	}
-	return nil
-}
-
-func setMeta(ctx context.Context, tx pgx.Tx, key, value string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO schedsync.meta (key, value) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, key, value)
-	if err != nil {
-		return fmt.Errorf("record %s in schedsync.meta: %w", key, err)
-	}
-	return nil
-}
-
-// installTriggers reconciles the triggers with the tables that should have
-// them.
-func installTriggers(ctx context.Context, tx pgx.Tx, opts InstallOptions, rep *InstallReport) error {
-	tables, err := listTables(ctx, tx, opts.Schemas)
-	if err != nil {
-		return err
-	}
-	var want []tableRef
-	var noPK []string
-	for _, t := range tables {
-		if !matchTables(opts.Tables, t.schema, t.name) {
-			continue
-		}
-		want = append(want, t)
-		if !t.hasPK {
-			noPK = append(noPK, t.String())
-		}
-	}
-	if len(noPK) > 0 && !opts.AllowNoPK {
-		return &NoPrimaryKeyError{Tables: noPK}
-	}
-	rep.NoPK = noPK
-	wanted := map[string]bool{}
-	for _, t := range want {
-		wanted[t.String()] = true
-		rep.Tables = append(rep.Tables, t.String())
-		if t.hasTrigger {
-			continue
-		}
-		if err := createTriggers(ctx, tx, t); err != nil {
-			return err
-		}
-		rep.Added = append(rep.Added, t.String())
-	}
-	have, err := listTriggered(ctx, tx)
-	if err != nil {
-		return err
-	}
-	for _, t := range have {
-		if wanted[t.String()] {
-			continue
-		}
-		if err := dropTriggers(ctx, tx, t); err != nil {
-			return err
-		}
-		rep.Removed = append(rep.Removed, t.String())
 	}
 	return nil
 }
@@ -323,47 +251,6 @@ func listTables(ctx context.Context, tx pgx.Tx, schemas []string) ([]tableRef, e
 	})
 }
 
-// listTriggered lists the tables that carry the capture triggers.
-func listTriggered(ctx context.Context, tx pgx.Tx) ([]tableRef, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT DISTINCT n.nspname, c.relname
-		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE t.tgname IN ($1, $2)
-		ORDER BY 1, 2`, rowTrigger, statementTrigger)
-	if err != nil {
-		return nil, fmt.Errorf("list triggered tables: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (tableRef, error) {
-		var t tableRef
-		err := r.Scan(&t.schema, &t.name)
-		return t, err
-	})
-}
-
-func createTriggers(ctx context.Context, tx pgx.Tx, t tableRef) error {
-	stmts := []string{
-		fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION schedsync.capture_row()`,
-			rowTrigger, t.quoted()),
-		fmt.Sprintf(`CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION schedsync.capture_statement()`,
-			statementTrigger, t.quoted()),
-	}
-	for _, s := range stmts {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("create capture trigger on %s: %w", t, err)
-		}
-	}
-	return nil
-}
-
-func dropTriggers(ctx context.Context, tx pgx.Tx, t tableRef) error {
-	for _, name := range []string{rowTrigger, statementTrigger} {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, name, t.quoted())); err != nil {
-			return fmt.Errorf("drop capture trigger on %s: %w", t, err)
-		}
-	}
-	return nil
-}
-
 // Uninstall drops what install created, in either capture mode: the
 // replication slot (first, and refused while the master service reads
 // from it, so a failed uninstall never leaves a slot without its owner),
@@ -379,9 +266,6 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 		return err
 	}
 	return ddlTx(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
-			return fmt.Errorf("take install lock: %w", err)
-		}
 		have, err := listTriggered(ctx, tx)
 		if err != nil {
 			return err
@@ -460,6 +344,10 @@ func ddlTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ddlLockTimeout.Milliseconds())); err != nil {
 				return err
+			}
+			// Concurrent installs and uninstalls take turns.
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
+				return fmt.Errorf("take install lock: %w", err)
 			}
 			return fn(tx)
 		})

@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"context"
 	"errors"
 	"reflect"
@@ -83,7 +85,7 @@ func TestUninstallRemovesOnlyWhatInstallCreated(t *testing.T) {
 func TestInstallRefusesTablesWithoutPrimaryKey(t *testing.T) {
 	d := newTestDB(t)
 	d.exec(`CREATE TABLE ok (id int PRIMARY KEY); CREATE TABLE nopk1 (v text); CREATE TABLE nopk2 (v int)`)
-	_, err := Install(context.Background(), d.conn(), InstallOptions{Schemas: []string{"public"}, Role: "master"})
+	_, err := Install(context.Background(), d.conn(), InstallOptions{Schemas: []string{"public"}, Role: config.RoleMaster})
 	var npk *NoPrimaryKeyError
 	if !errors.As(err, &npk) || !reflect.DeepEqual(npk.Tables, []string{"public.nopk1", "public.nopk2"}) {
 		t.Fatalf("want NoPrimaryKeyError listing both tables, got %v", err)
@@ -116,7 +118,7 @@ func TestInstallRefusesTablesWithoutPrimaryKey(t *testing.T) {
 func TestSlaveInstallCreatesOnlyStateTables(t *testing.T) {
 	d := newTestDB(t)
 	d.exec(`CREATE TABLE a (id int PRIMARY KEY)`)
-	d.install(InstallOptions{Role: "slave"})
+	d.install(InstallOptions{Role: config.RoleSlave})
 	var state, audit, trg int
 	d.conn().QueryRow(context.Background(), `SELECT
 		(SELECT count(*) FROM schedsync.state),

@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"context"
 	"errors"
 	"fmt"
@@ -116,7 +118,7 @@ func installLogical(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (I
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 			return fmt.Errorf("take install lock: %w", err)
 		}
-		created, err := installSchema(ctx, tx, "master", ModeLogical)
+		created, err := installSchema(ctx, tx, config.RoleMaster, config.CaptureLogical)
 		if err != nil {
 			return err
 		}
@@ -297,34 +299,6 @@ func dropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 		return fmt.Errorf("drop replication slot %s: %w", slot, err)
 	}
 	return nil
-}
-
-func getMeta(ctx context.Context, tx pgx.Tx, key string) (string, error) {
-	var v *string
-	if err := tx.QueryRow(ctx, `SELECT max(value) FROM schedsync.meta WHERE key = $1`, key).Scan(&v); err != nil {
-		return "", fmt.Errorf("read %s from schedsync.meta: %w", key, err)
-	}
-	if v == nil {
-		return "", nil
-	}
-	return *v, nil
-}
-
-// setMetaIfChanged writes a meta value only when it differs, so that a
-// second install leaves the catalog and the table untouched.
-func setMetaIfChanged(ctx context.Context, tx pgx.Tx, key, value string) error {
-	have, err := getMeta(ctx, tx, key)
-	if err != nil || have == value {
-		return err
-	}
-	return setMeta(ctx, tx, key, value)
-}
-
-func splitList(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 // ReadSlot reads the repository's replication slot and the WAL it keeps on

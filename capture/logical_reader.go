@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"bytes"
 	"context"
 	"errors"
@@ -57,17 +59,6 @@ const (
 	// (16 rows of 1 MB values hold 32 MB of hex text at most).
 	receiveQueue = 16
 )
-
-// outputSettings pin the walsender's output functions to the same text
-// forms trigger capture and apply use (see package change).
-var outputSettings = map[string]string{
-	"DateStyle":          "ISO, YMD",
-	"IntervalStyle":      "postgres",
-	"extra_float_digits": "3",
-	"bytea_output":       "hex",
-	"TimeZone":           "UTC",
-	"search_path":        "pg_catalog, pg_temp",
-}
 
 // LogicalReader captures from a pgoutput replication slot. Run it from one
 // goroutine; RequestSnapshot and SlotRetainedWAL may be called from any.
@@ -136,7 +127,7 @@ func NewLogicalReader(opts LogicalOptions, sink Sink) *LogicalReader {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	r := &LogicalReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture", "mode", ModeLogical)}
+	r := &LogicalReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture", "mode", config.CaptureLogical)}
 	if len(opts.SequenceSchemas) > 0 {
 		r.seqs = newSequenceSampler(opts.SequenceSchemas)
 	}
@@ -165,7 +156,9 @@ func (r *LogicalReader) RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult {
 func replicationConfig(base *pgx.ConnConfig) *pgconn.Config {
 	cfg := base.Config.Copy()
 	cfg.RuntimeParams["replication"] = "database"
-	for k, v := range outputSettings {
+	// The walsender's output functions write the text forms trigger
+	// capture and apply use.
+	for k, v := range change.RuntimeParams() {
 		cfg.RuntimeParams[k] = v
 	}
 	return cfg
@@ -213,12 +206,12 @@ func installedSlot(ctx context.Context, conn *pgx.Conn) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read schedsync.meta (run schedsync install on the master with capture.mode = logical): %w", err)
 	}
-	if mode == nil || *mode != ModeLogical || slot == nil {
-		have := "trigger"
+	if mode == nil || config.CaptureMode(*mode) != config.CaptureLogical || slot == nil {
+		have := config.CaptureTrigger
 		if mode != nil {
-			have = *mode
+			have = config.CaptureMode(*mode)
 		}
-		return "", &ModeConflictError{Installed: have, Wanted: ModeLogical}
+		return "", &ModeConflictError{Installed: have, Wanted: config.CaptureLogical}
 	}
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, *slot).Scan(&exists); err != nil {

@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +95,7 @@ func TestLogicalInstallRefusesWithoutWalLevelLogical(t *testing.T) {
 	if _, err := conn.Exec(ctx, `CREATE TABLE a (id int PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Install(ctx, conn, InstallOptions{Schemas: []string{"public"}, Role: "master", Mode: ModeLogical})
+	_, err = Install(ctx, conn, InstallOptions{Schemas: []string{"public"}, Role: config.RoleMaster, Mode: config.CaptureLogical})
 	var se *ServerSettingsError
 	if !errors.As(err, &se) {
 		t.Fatalf("want a ServerSettingsError, got %v", err)
@@ -117,7 +119,7 @@ func TestLogicalInstallIdempotentAndUninstallLeavesNoSlot(t *testing.T) {
 	d := newTestDB(t)
 	d.exec(`CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE nopk (v text);
 		CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)`)
-	_, err := Install(context.Background(), d.conn(), InstallOptions{Schemas: []string{"public"}, Role: "master", Mode: ModeLogical})
+	_, err := Install(context.Background(), d.conn(), InstallOptions{Schemas: []string{"public"}, Role: config.RoleMaster, Mode: config.CaptureLogical})
 	var npk *NoPrimaryKeyError
 	if !errors.As(err, &npk) {
 		t.Fatalf("want NoPrimaryKeyError, got %v", err)
@@ -125,13 +127,13 @@ func TestLogicalInstallIdempotentAndUninstallLeavesNoSlot(t *testing.T) {
 	if n := d.count(`SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != 0 {
 		t.Fatalf("a refused install left %d slots", n)
 	}
-	rep := d.install(InstallOptions{Mode: ModeLogical, AllowNoPK: true})
+	rep := d.install(InstallOptions{Mode: config.CaptureLogical, AllowNoPK: true})
 	if !rep.SlotCreated || !reflect.DeepEqual(rep.Tables, []string{"public.a", "public.nopk"}) ||
 		!reflect.DeepEqual(rep.Unlogged, []string{"public.scratch"}) || !reflect.DeepEqual(rep.IdentityFull, []string{"public.nopk"}) {
 		t.Fatalf("first install: %+v", rep)
 	}
 	before := catalogState(t, d)
-	rep = d.install(InstallOptions{Mode: ModeLogical, AllowNoPK: true})
+	rep = d.install(InstallOptions{Mode: config.CaptureLogical, AllowNoPK: true})
 	if rep.SlotCreated || rep.SchemaCreated || len(rep.Added) != 0 || len(rep.IdentityFull) != 0 {
 		t.Fatalf("second install did something: %+v", rep)
 	}
@@ -139,7 +141,7 @@ func TestLogicalInstallIdempotentAndUninstallLeavesNoSlot(t *testing.T) {
 		t.Fatalf("second install changed the catalog:\nbefore %s\nafter  %s", before, after)
 	}
 	// Installing the other mode over it is refused with the way out.
-	_, err = Install(context.Background(), d.conn(), InstallOptions{Schemas: []string{"public"}, Role: "master", Mode: ModeTrigger, AllowNoPK: true})
+	_, err = Install(context.Background(), d.conn(), InstallOptions{Schemas: []string{"public"}, Role: config.RoleMaster, Mode: config.CaptureTrigger, AllowNoPK: true})
 	var mc *ModeConflictError
 	if !errors.As(err, &mc) || !strings.Contains(err.Error(), "uninstall") {
 		t.Fatalf("want ModeConflictError, got %v", err)
@@ -174,7 +176,7 @@ func TestLogicalCapturesEveryKindOfChange(t *testing.T) {
 			PRIMARY KEY (k1, k2));
 		CREATE TABLE child (id bigserial PRIMARY KEY, t_k1 text);
 		CREATE TABLE nopk (v text, w int)`)
-	d.install(InstallOptions{Mode: ModeLogical, AllowNoPK: true})
+	d.install(InstallOptions{Mode: config.CaptureLogical, AllowNoPK: true})
 	sink := &memSink{}
 	d.logicalReader(sink)
 	d.exec(`SET DateStyle = 'SQL, DMY'; SET extra_float_digits = 0;
@@ -242,7 +244,7 @@ func TestLogicalCapturesEveryKindOfChange(t *testing.T) {
 func TestLogicalRestartSkipsWhatTheSpoolHolds(t *testing.T) {
 	d := newTestDB(t)
 	d.exec(`CREATE TABLE t (id int PRIMARY KEY, v int)`)
-	rep := d.install(InstallOptions{Mode: ModeLogical})
+	rep := d.install(InstallOptions{Mode: config.CaptureLogical})
 	// A copy of the slot as it is now, before any change: read from it
 	// later, the server sends everything again.
 	d.exec(`SELECT pg_copy_logical_replication_slot($1::text::name, ($1::text || '_copy')::name)`, rep.Slot)
@@ -284,7 +286,7 @@ func TestLogicalRestartSkipsWhatTheSpoolHolds(t *testing.T) {
 func TestLogicalSnapshotEqualsItsPosition(t *testing.T) {
 	d := newTestDB(t)
 	d.exec(`CREATE TABLE t (id serial PRIMARY KEY, v int)`)
-	d.install(InstallOptions{Mode: ModeLogical})
+	d.install(InstallOptions{Mode: config.CaptureLogical})
 	sink := &memSink{}
 	r, _ := d.logicalReader(sink)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -381,7 +383,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestLogicalStreamFailsBeforeSync(t *testing.T) {
 	d := newTestDB(t)
 	d.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	d.install(InstallOptions{Mode: ModeLogical})
+	d.install(InstallOptions{Mode: config.CaptureLogical})
 	for i := 1; i <= 3; i++ {
 		d.exec(`INSERT INTO t VALUES ($1)`, i)
 	}

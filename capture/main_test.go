@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"context"
 	"testing"
 	"time"
@@ -47,7 +49,7 @@ func (d *testDB) exec(sql string, args ...any) {
 func (d *testDB) install(opts InstallOptions) InstallReport {
 	d.t.Helper()
 	if opts.Role == "" {
-		opts.Role = "master"
+		opts.Role = config.RoleMaster
 	}
 	if opts.Schemas == nil {
 		opts.Schemas = []string{"public"}

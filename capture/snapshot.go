@@ -29,19 +29,6 @@ type SnapshotResult struct {
 	Err   error
 }
 
-// Reader is a capture reader of either mode, as the master service drives
-// it: Connect, then Serve until it fails or ctx ends; RequestSnapshot may
-// be called from any goroutine.
-type Reader interface {
-	Connect(ctx context.Context) error
-	Serve(ctx context.Context) error
-	RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult
-	// Epoch is the capture history the reader spools into, known once
-	// connected (0 before).
-	Epoch() uint64
-	Close()
-}
-
 // ImportTimeout bounds how long capture waits, inside the snapshot, for
 // the importer of ExportSnapshot: in trigger mode capture is held that
 // long.

@@ -27,22 +27,6 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// fsyncDir makes the creation, renaming and removal of files in dir durable.
-func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
 // fdatasync flushes a file's data and the metadata needed to read it back
 // (its size), but not its timestamps.
 func fdatasync(f *os.File) error {

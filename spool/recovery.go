@@ -1,6 +1,8 @@
 package spool
 
 import (
+	"github.com/schedsync/schedsync/internal/fsutil"
+
 	"cmp"
 	"fmt"
 	"os"
@@ -68,7 +70,7 @@ func (s *Spool) recover() error {
 	s.w.last, s.w.openAt = s.w.bpos, -1
 	// Whatever a crashed process left in the page cache is served to readers
 	// from now on, so it must be on disk, names included.
-	return fsyncDir(s.opts.Dir)
+	return fsutil.SyncDir(s.opts.Dir)
 }
 
 // listSegments returns the segment files in position order, deleting

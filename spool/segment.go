@@ -1,6 +1,8 @@
 package spool
 
 import (
+	"github.com/schedsync/schedsync/internal/fsutil"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,7 +36,7 @@ const (
 	segVersion    = 1
 	segHeaderSize = 24
 	segExt        = ".seg"
-	tmpExt        = ".tmp"
+	tmpExt        = fsutil.TmpSuffix // a segment being created
 
 	// indexInterval is the spacing of the in-memory index of transaction
 	// boundaries kept per segment: it bounds the index's size (16 bytes per

@@ -18,6 +18,8 @@
 package spool
 
 import (
+	"github.com/schedsync/schedsync/internal/fsutil"
+
 	"fmt"
 	"log/slog"
 	"os"
@@ -299,7 +301,7 @@ func (s *Spool) TruncateBefore(pos uint64) error {
 		return nil
 	}
 	s.log.Info("deleted spool segments", "count", len(names), "before", pos)
-	return fsyncDir(s.opts.Dir)
+	return fsutil.SyncDir(s.opts.Dir)
 }
 
 // publish makes the active segment readable up to visible, holding

@@ -1,6 +1,8 @@
 package spool
 
 import (
+	"github.com/schedsync/schedsync/internal/fsutil"
+
 	"context"
 	"errors"
 	"fmt"
@@ -296,7 +298,7 @@ func (s *Spool) maybeRoll() error {
 	}
 	s.mu.Unlock()
 	if err == nil {
-		err = fsyncDir(s.opts.Dir)
+		err = fsutil.SyncDir(s.opts.Dir)
 	}
 	if err != nil {
 		f.Close()
@@ -311,30 +313,22 @@ func (s *Spool) maybeRoll() error {
 
 // createSegment makes a new active segment starting at lo: written under a
 // temporary name and synced before it is renamed into place, so that a
-// segment file never has a partial header. The caller syncs the directory.
+// segment file never has a partial header.
 func (s *Spool) createSegment(lo uint64) (*os.File, error) {
 	name := activeName(lo)
-	tmp := s.path(name + tmpExt)
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	a, err := fsutil.CreateAtomic(s.path(name), 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
-	_, err = f.Write(appendSegHeader(nil, lo))
-	if err == nil {
-		err = f.Sync()
+	if _, err := a.Write(appendSegHeader(nil, lo)); err != nil {
+		a.Abort()
+		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path(name))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := a.Commit(); err != nil {
 		return nil, fmt.Errorf("create segment %s: %w", name, err)
 	}
 	// Reopened under its final name, which errors then show.
-	f, err = os.OpenFile(s.path(name), os.O_RDWR, 0)
+	f, err := os.OpenFile(s.path(name), os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open segment %s: %w", name, err)
 	}

@@ -4,9 +4,9 @@
 -- table's oid, the op and the old and/or new row as a record literal
 -- (OLD::text, NEW::text). A record literal is made of each column's output
 -- function, which the input function on the slave turns back into exactly
--- the same value for every type. The functions pin the output settings so
--- that a client's DateStyle or extra_float_digits cannot change the text:
--- e.g. DateStyle 'SQL, DMY' would make dates ambiguous on the slave.
+-- the same value for every type. capture_row pins the output settings
+-- (change.TextSettings, which package sql renders into it) so that a
+-- client's DateStyle or extra_float_digits cannot change the text.
 
 -- The id is drawn from a sequence with CACHE 1 (the identity default), so ids
 -- grow in the order the trigger ran, across sessions. The reader relies on
@@ -27,12 +27,7 @@ CREATE TABLE IF NOT EXISTS schedsync.audit (
 -- that regclass-like values print fully qualified.
 CREATE OR REPLACE FUNCTION schedsync.capture_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET datestyle = 'ISO, YMD'
-SET intervalstyle = 'postgres'
-SET extra_float_digits = 3
-SET bytea_output = 'hex'
-SET timezone = 'UTC'
+{{TEXT_SETTINGS}}
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN

@@ -4,7 +4,12 @@
 // create them only through these scripts.
 package sql
 
-import _ "embed"
+import (
+	_ "embed"
+	"strings"
+
+	"github.com/schedsync/schedsync/internal/change"
+)
 
 // SchemaVersion is recorded in schedsync.meta. Install re-runs the scripts
 // only when the recorded version differs, so a second install changes
@@ -24,7 +29,8 @@ var State string
 var CaptureState string
 
 // Capture creates the audit table and the trigger functions of trigger
-// capture on a master.
-//
+// capture on a master, with the text settings rendered in.
+var Capture = strings.ReplaceAll(captureTemplate, "{{TEXT_SETTINGS}}", change.FunctionSQL())
+
 //go:embed capture_trigger.sql
-var Capture string
+var captureTemplate string

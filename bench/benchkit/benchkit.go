@@ -4,6 +4,7 @@
 package benchkit
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,4 +174,50 @@ func WorkDir(name string, keep bool) (dir string, done func(), err error) {
 		return dir, func() {}, nil
 	}
 	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// Machine says what figures were taken on, in one line: they mean little
+// without the CPU model and count, the memory, the load others put on the
+// machine, and the Go version.
+func Machine() string {
+	return fmt.Sprintf("machine: %s, %d CPUs (runtime.NumCPU), %s RAM, %s %s/%s, load average %s",
+		procField("/proc/cpuinfo", "model name"), runtime.NumCPU(), memTotal(), runtime.Version(),
+		runtime.GOOS, runtime.GOARCH, loadAvg())
+}
+
+func memTotal() string {
+	v := procField("/proc/meminfo", "MemTotal")
+	kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
+	if err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// procField reads "key: value" from a /proc file; "?" when absent.
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
 }

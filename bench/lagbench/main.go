@@ -173,7 +173,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	printMachine()
+	fmt.Println(benchkit.Machine())
 	dir, done, err := benchkit.WorkDir("lagbench", o.keep)
 	if err != nil {
 		return err

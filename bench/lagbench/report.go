@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -40,12 +36,6 @@ func lagQuantiles(samples []time.Duration) quantiles {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
-
-func printMachine() {
-	fmt.Printf("machine: %s, %d CPUs (runtime.NumCPU), %s RAM, %s %s/%s, load average %s\n",
-		procField("/proc/cpuinfo", "model name"), runtime.NumCPU(), memTotal(), runtime.Version(),
-		runtime.GOOS, runtime.GOARCH, loadAvg())
-}
 
 func printModeResult(r modeResult) {
 	q := lagQuantiles(r.Lag.Samples)
@@ -120,41 +110,4 @@ func printSummary(o options, rs []modeResult) {
 			r.Lag.CPU.percent(r.Lag.CPU.replication()), b.txns(), b.CatchUp.Round(time.Millisecond),
 			perSecond(b.txns(), b.CatchUp), perSecond(rowsPerTxn*b.txns(), b.CatchUp))
 	}
-}
-
-func memTotal() string {
-	v := procField("/proc/meminfo", "MemTotal")
-	kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
-	if err != nil {
-		return "?"
-	}
-	return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// procField reads "key: value" from a /proc file; "?" when absent.
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "?"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }

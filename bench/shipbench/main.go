@@ -106,7 +106,7 @@ func disturbed(r result, maxOther float64) bool {
 }
 
 func run(ctx context.Context, o options) error {
-	printMachine()
+	fmt.Println(benchkit.Machine())
 	e, err := newEnv(ctx, o)
 	if err != nil {
 		return err

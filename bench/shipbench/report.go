@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"debug/buildinfo"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -15,41 +12,6 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // mbps is n bytes over d in MB/s (10^6 bytes).
 func mbps(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
-
-func printMachine() {
-	fmt.Printf("machine: %s, %d CPUs (runtime.NumCPU), %s RAM, %s %s/%s\n",
-		cpuModel(), runtime.NumCPU(), memTotal(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
-
-// cpuModel and memTotal read /proc; they say "?" elsewhere.
-func cpuModel() string {
-	if v := procField("/proc/cpuinfo", "model name"); v != "" {
-		return v
-	}
-	return "?"
-}
-
-func memTotal() string {
-	if v := procField("/proc/meminfo", "MemTotal"); v != "" {
-		return fmt.Sprintf("%.1f GiB", float64(parseKB(v))/(1<<30))
-	}
-	return "?"
-}
-
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
 
 // printBinaries says which source each binary was built from.
 func printBinaries(bins []string) {

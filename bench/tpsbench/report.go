@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/schedsync/schedsync/bench/benchkit"
 )
 
 // aim is the ratio logical capture should keep of the tps without
@@ -29,8 +30,7 @@ func printCommand(o options) {
 // printMachine says what the figures were taken on: they mean little
 // without the CPU count, the load others put on it, and the versions.
 func printMachine(ctx context.Context, w *world, o options) {
-	fmt.Printf("machine: %s, %d CPUs, load average %s, %s %s/%s\n",
-		cpuModel(), runtime.NumCPU(), loadAvg(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Println(benchkit.Machine())
 	v, err := w.serverVersion(ctx)
 	if err != nil {
 		v = "unknown: " + err.Error()
@@ -39,30 +39,6 @@ func printMachine(ctx context.Context, w *world, o options) {
 	if o.needsBinary() {
 		fmt.Printf("schedsync: %s (%s)\n", schedsyncVersion(ctx, o.bin), o.bin)
 	}
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // schedsyncVersion is `schedsync version` (version, commit, Go) on one line.

@@ -1,13 +1,13 @@
 package main
 
 import (
+	"github.com/schedsync/schedsync/internal/fsutil"
+
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -123,42 +123,9 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 	if path == "-" {
 		return &output{w: stdout, commit: func() error { return nil }, abort: func() {}}, nil
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600) // the scheduler's data
+	f, err := fsutil.CreateAtomic(path, 0o600) // the scheduler's data
 	if err != nil {
 		return nil, fmt.Errorf("create the backup file: %w", err)
 	}
-	o := &output{w: f}
-	o.abort = func() {
-		f.Close()
-		os.Remove(tmp)
-	}
-	o.commit = func() error {
-		err := f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err == nil {
-			err = syncDir(filepath.Dir(path))
-		}
-		if err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("write the backup file %s: %w", path, err)
-		}
-		return nil
-	}
-	return o, nil
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return &output{w: f, commit: f.Commit, abort: f.Abort}, nil
 }

@@ -40,8 +40,8 @@ func (a *app) runInstall(cmd *cobra.Command, cfg *config.Config, _ []string) err
 		Schemas:   cfg.Repository.Schemas,
 		Tables:    cfg.Repository.Tables,
 		AllowNoPK: cfg.Capture.AllowNoPK,
-		Role:      string(cfg.Node.Role),
-		Mode:      string(cfg.Capture.Mode),
+		Role:      cfg.Node.Role,
+		Mode:      cfg.Capture.Mode,
 	})
 	if err != nil {
 		return err // capture's errors say what to do (e.g. capture.allow_no_pk)

@@ -16,9 +16,7 @@ import (
 // pinSettings makes text COPY output, and format_type's names, the same on
 // both sides whatever the servers' and roles' defaults; the same settings
 // capture and apply pin. It needs a transaction.
-const pinSettings = `SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
-SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL TimeZone = 'UTC';
-SET LOCAL search_path = pg_catalog, pg_temp`
+var pinSettings = change.SetSQL(true)
 
 // readSource identifies the database tx is connected to.
 func readSource(ctx context.Context, tx pgx.Tx) (Source, error) {

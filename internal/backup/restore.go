@@ -123,7 +123,7 @@ func verifyFile(ctx context.Context, open func() (io.ReadCloser, error), progres
 
 // loadSetup makes the load bypass the slave's triggers and foreign keys, as
 // apply does, and pins the settings the text COPY format depends on.
-const loadSetup = `SET LOCAL session_replication_role = replica; ` + pinSettings
+var loadSetup = "SET LOCAL session_replication_role = replica;\n" + pinSettings
 
 // load is pass 2: the one transaction that replaces the slave's data.
 // committed says whether COMMIT was sent.

@@ -67,9 +67,7 @@ type Report struct {
 }
 
 // pin makes row text identical on both sides; it needs a transaction.
-const pin = `SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
-SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL TimeZone = 'UTC';
-SET LOCAL search_path = pg_catalog, pg_temp`
+var pin = change.SetSQL(true)
 
 // CapturedSpecs lists the replicated tables (capture triggers or the
 // publication, by capture mode), with

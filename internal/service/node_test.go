@@ -48,7 +48,9 @@ func mustExec(t *testing.T, url, sql string, args ...any) {
 	}
 }
 
-func install(t *testing.T, url, role string) { installMode(t, url, role, capture.ModeTrigger) }
+func install(t *testing.T, url string, role config.Role) {
+	installMode(t, url, role, config.CaptureTrigger)
+}
 
 // newRepositories makes a master and a slave repository in the shared
 // cluster, runs schema on both (unless empty) and installs schedsync.
@@ -59,12 +61,12 @@ func newRepositories(t *testing.T, schema string) (masterURL, slaveURL string) {
 		mustExec(t, masterURL, schema)
 		mustExec(t, slaveURL, schema)
 	}
-	install(t, masterURL, "master")
-	install(t, slaveURL, "slave")
+	install(t, masterURL, config.RoleMaster)
+	install(t, slaveURL, config.RoleSlave)
 	return masterURL, slaveURL
 }
 
-func installMode(t *testing.T, url, role, mode string) {
+func installMode(t *testing.T, url string, role config.Role, mode config.CaptureMode) {
 	t.Helper()
 	c, err := pgx.Connect(context.Background(), url)
 	if err != nil {
@@ -143,7 +145,7 @@ func (r *running) stop(t *testing.T) {
 
 func startMaster(t *testing.T, cfg config.Config) (*Master, *running) {
 	t.Helper()
-	m, err := NewMaster(cfg, testLogger(t).With("node", "master"))
+	m, err := NewMaster(cfg, testLogger(t).With("node", config.RoleMaster))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func startMaster(t *testing.T, cfg config.Config) (*Master, *running) {
 
 func newSlave(t *testing.T, cfg config.Config) *Slave {
 	t.Helper()
-	s, err := NewSlave(cfg, testLogger(t).With("node", "slave"))
+	s, err := NewSlave(cfg, testLogger(t).With("node", config.RoleSlave))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,12 +381,12 @@ func TestBacklogRefusal(t *testing.T) {
 // itself and nothing is spooled twice. (A slot sending again what the
 // spool holds is forced in capture's TestLogicalRestartSkipsWhatTheSpoolHolds.)
 func TestMasterRepositoryRestart(t *testing.T) {
-	for _, mode := range []string{capture.ModeTrigger, capture.ModeLogical} {
-		t.Run(mode, func(t *testing.T) { masterRepositoryRestart(t, mode) })
+	for _, mode := range []config.CaptureMode{config.CaptureTrigger, config.CaptureLogical} {
+		t.Run(string(mode), func(t *testing.T) { masterRepositoryRestart(t, mode) })
 	}
 }
 
-func masterRepositoryRestart(t *testing.T, mode string) {
+func masterRepositoryRestart(t *testing.T, mode config.CaptureMode) {
 	ctx := context.Background()
 	cl, err := pgtest.Start(ctx, pgtest.Options{})
 	if err != nil {
@@ -398,8 +400,8 @@ func masterRepositoryRestart(t *testing.T, mode string) {
 	slaveURL := pgtest.NewDB(t)
 	mustExec(t, masterURL, `CREATE TABLE t (id int PRIMARY KEY)`)
 	mustExec(t, slaveURL, `CREATE TABLE t (id int PRIMARY KEY)`)
-	installMode(t, masterURL, "master", mode)
-	install(t, slaveURL, "slave")
+	installMode(t, masterURL, config.RoleMaster, mode)
+	install(t, slaveURL, config.RoleSlave)
 	mcfg := baseConfig(t, "master", masterURL)
 	mcfg.Capture.Mode = config.CaptureMode(mode)
 	m, _ := startMaster(t, mcfg)
@@ -430,8 +432,8 @@ func masterRepositoryRestart(t *testing.T, mode string) {
 // is never fed from another (positions and transaction ids would mix).
 func TestMasterRefusesAnotherRepository(t *testing.T) {
 	first, second := pgtest.NewDB(t), pgtest.NewDB(t)
-	install(t, first, "master")
-	install(t, second, "master")
+	install(t, first, config.RoleMaster)
+	install(t, second, config.RoleMaster)
 	cfg := baseConfig(t, "master", first)
 	m, r := startMaster(t, cfg)
 	waitFor(t, "capture", 20*time.Second, func() bool { return m.Status().State == StateStreaming })
@@ -454,9 +456,9 @@ func TestSeveralSlavesAndRetention(t *testing.T) {
 	for _, url := range []string{masterURL, urlA, urlB} {
 		mustExec(t, url, schema)
 	}
-	install(t, masterURL, "master")
-	install(t, urlA, "slave")
-	install(t, urlB, "slave")
+	install(t, masterURL, config.RoleMaster)
+	install(t, urlA, config.RoleSlave)
+	install(t, urlB, config.RoleSlave)
 	mcfg := baseConfig(t, "master", masterURL)
 	mcfg.Spool.SegmentSize = 64 << 10
 	m, _ := startMaster(t, mcfg)

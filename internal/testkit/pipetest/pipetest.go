@@ -6,6 +6,8 @@
 package pipetest
 
 import (
+	"github.com/schedsync/schedsync/internal/config"
+
 	"context"
 	"sync"
 	"testing"
@@ -37,7 +39,7 @@ func New(t testing.TB, masterSchema, slaveSchema string, allowNoPK bool) *Pipeli
 	p := &Pipeline{T: t, MasterURL: pgtest.NewDB(t), SlaveURL: pgtest.NewDB(t)}
 	p.Exec(p.MasterURL, masterSchema)
 	p.Exec(p.SlaveURL, slaveSchema)
-	for url, role := range map[string]string{p.MasterURL: "master", p.SlaveURL: "slave"} {
+	for url, role := range map[string]config.Role{p.MasterURL: config.RoleMaster, p.SlaveURL: config.RoleSlave} {
 		opts := capture.InstallOptions{Schemas: []string{"public"}, Role: role, AllowNoPK: allowNoPK}
 		if _, err := capture.Install(context.Background(), p.Conn(url), opts); err != nil {
 			t.Fatalf("install %s: %v", role, err)
