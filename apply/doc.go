@@ -38,9 +38,11 @@
 // backup), so replay never goes over changes the slave already has; that
 // is what keeps a table without a primary key exact, where no upsert could
 // absorb a change applied twice. When a group fails all the same on a
-// unique-constraint conflict between rows, the group is rolled back and applied again change by
-// change under savepoints: a conflicting row, which by the argument in
-// DESIGN.md is rewritten later in the stream, is removed so the change can
-// land. Apply must never skip a change or drop a column the master sends:
-// a slave table without such a column stops apply with ErrSchema.
+// unique-constraint conflict between rows, the group is rolled back and
+// applied again change by change under savepoints: the master applied the
+// same change at the same point without a conflict, so the conflicting
+// row is one the master's state did not hold there (it came from outside
+// the stream); it is removed so that the change can land. Apply must never
+// skip a change or drop a column the master sends: a slave table without
+// such a column stops apply with ErrSchema.
 package apply

@@ -87,7 +87,7 @@ func (e *RefusedError) Is(target error) bool {
 }
 
 // RefuseBacklog is the refusal, or disconnection, of a slave whose backlog
-// exceeds spool.max_backlog. The message is the one DESIGN.md specifies,
+// exceeds spool.max_backlog. The message is the one docs/DESIGN.md specifies,
 // word for word; the slave maps it to ErrNeedsResync (exit code 3).
 func RefuseBacklog(slave string, backlog, maxBacklog uint64) *RefusedError {
 	return &RefusedError{Code: CodeBacklog, Message: fmt.Sprintf(

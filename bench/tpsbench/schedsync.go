@@ -33,7 +33,7 @@ type node struct {
 	spool  string // spool.dir, also where the service logs
 }
 
-// status is what this tool reads of `status --json` (DESIGN.md's
+// status is what this tool reads of `status --json` (docs/DESIGN.md's
 // contract fields).
 type status struct {
 	Role     string `json:"role"`

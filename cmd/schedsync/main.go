@@ -1,6 +1,6 @@
 // Command schedsync keeps a standby copy of a job scheduler's PostgreSQL
 // repository in step with the live one. This package is the CLI of
-// DESIGN.md: one file per subcommand, the config loader (the only user of
+// docs/DESIGN.md: one file per subcommand, the config loader (the only user of
 // viper) and the mapping of errors to exit codes. It must never call
 // os.Exit outside main, so every command can be tested in-process.
 package main

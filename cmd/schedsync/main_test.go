@@ -61,7 +61,7 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
-// contractCommands are the commands of DESIGN.md's CLI contract.
+// contractCommands are the commands of docs/DESIGN.md's CLI contract.
 var contractCommands = []string{
 	"install", "uninstall", "start", "stop", "status", "backup", "restore",
 	"resync", "verify", "promote", "version",

@@ -1,5 +1,5 @@
 // Package config is schedsync's configuration as a plain typed struct: the
-// contract keys of DESIGN.md, their defaults (DefaultConfig is the only place
+// contract keys of docs/DESIGN.md, their defaults (DefaultConfig is the only place
 // a default lives), their text syntax (Keys, ParseSize) and their validation
 // (Validate), with messages that name the key and say what is allowed.
 //

@@ -21,7 +21,7 @@ const (
 )
 
 // Key is one configuration key: its dotted name, its syntax and the field
-// of Config it fills. The table of keys is the contract of DESIGN.md plus
+// of Config it fills. The table of keys is the contract of docs/DESIGN.md plus
 // the tuning keys schedsync adds.
 type Key struct {
 	Name string

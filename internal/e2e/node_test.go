@@ -239,7 +239,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (ok b
 	}
 }
 
-// status is the contract part of `status --json` (DESIGN.md), decoded
+// status is the contract part of `status --json` (docs/DESIGN.md), decoded
 // independently of the service package so that a renamed field shows.
 type status struct {
 	Role             string        `json:"role"`

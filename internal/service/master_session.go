@@ -106,7 +106,7 @@ func (m *Master) serveSlave(ctx context.Context, nc net.Conn) {
 }
 
 // admit decides whether a slave that proved the token may stream, and
-// registers its session. See DESIGN.md for the refusals.
+// registers its session. See docs/DESIGN.md for the refusals.
 func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome, *ship.RefusedError) {
 	// Lock order: m.reg.mu, then m.mu. Holding reg.mu throughout makes
 	// the duplicate check and the registration one step.

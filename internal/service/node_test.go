@@ -337,7 +337,7 @@ func TestSlaveRefusals(t *testing.T) {
 }
 
 // TestBacklogRefusal: a slave that stayed away while more than
-// spool.max_backlog was captured is refused with DESIGN.md's message and
+// spool.max_backlog was captured is refused with docs/DESIGN.md's message and
 // ErrNeedsResync, and the master stops keeping spool for it.
 func TestBacklogRefusal(t *testing.T) {
 	masterURL, slaveURL := newRepositories(t, `CREATE TABLE t (id int PRIMARY KEY, payload text)`)
@@ -361,7 +361,7 @@ func TestBacklogRefusal(t *testing.T) {
 	want := fmt.Sprintf("slave %s has ", scfg.Node.Name)
 	tail := fmt.Sprintf(" bytes of changes to be processed since last disconnection, which exceeds spool.max_backlog (%d bytes) on the master; run backup and restore (schedsync resync) to re-sync the slave", 64<<10)
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tail) {
-		t.Fatalf("refusal message is not DESIGN.md's: %v", err)
+		t.Fatalf("refusal message is not docs/DESIGN.md's: %v", err)
 	}
 	st := m.Status()
 	if len(st.Slaves) != 1 || !st.Slaves[0].NeedsResync {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// States of a node, as `status` reports them (DESIGN.md lists the contract
+// States of a node, as `status` reports them (docs/DESIGN.md lists the contract
 // ones; more may be added).
 const (
 	StateStopped           = "stopped"
@@ -30,7 +30,7 @@ func epochText(e uint64) string {
 	return fmt.Sprintf("%016x", e)
 }
 
-// Status is what `status --json` prints. The fields named in DESIGN.md are
+// Status is what `status --json` prints. The fields named in docs/DESIGN.md are
 // contract: role, running, state, position, received_position (slave),
 // lag_seconds, backlog_bytes and, on a master, slaves.
 type Status struct {
