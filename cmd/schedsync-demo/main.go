@@ -1,4 +1,4 @@
-// Command demo runs schedsync end to end on one machine, for `make demo`:
+// Command schedsync-demo runs schedsync end to end on one machine, for `make demo`:
 // two throwaway PostgreSQL clusters (internal/testkit/pgtest) hold a master and a
 // slave scheduler repository with the Quartz schema; the demo installs
 // schedsync on both, starts both sync services, drives a clustered-Quartz

@@ -1,8 +1,8 @@
 // Package backup writes and restores backups of the replicated tables: a
-// consistent snapshot of every table that carries the capture trigger and
-// of the sequences, together with a spool position, in one compressed,
-// checksummed file. `schedsync backup` and `schedsync restore` use it, and
-// resync builds on it.
+// snapshot of every replicated table and of the sequences, together with
+// the exact spool position and capture history it covers, in one
+// compressed, checksummed file. `schedsync backup` and `schedsync restore`
+// use it, and resync builds on it.
 //
 // It owns the file format and the load into the slave. It must never leave
 // a half-loaded slave that looks consistent (the load is one transaction,
