@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // backoff is a capped exponential delay that also keeps a retry loop from
@@ -40,17 +38,4 @@ func (b *backoff) wait(ctx context.Context, log *slog.Logger, msg string, err er
 	case <-t.C:
 	}
 	b.cur = min(b.cur*2, b.max)
-}
-
-// compressionLevel maps spool.compression_level to a zstd level.
-func compressionLevel(name string) zstd.EncoderLevel {
-	switch name {
-	case "default":
-		return zstd.SpeedDefault
-	case "better":
-		return zstd.SpeedBetterCompression
-	case "best":
-		return zstd.SpeedBestCompression
-	}
-	return zstd.SpeedFastest
 }

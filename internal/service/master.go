@@ -114,10 +114,6 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	return err
 }
 
-func spoolOptions(cfg config.Config, dir string, log *slog.Logger) spool.Options {
-	return spool.Options{Dir: dir, SegmentSize: int64(cfg.Spool.SegmentSize), Level: compressionLevel(cfg.Spool.CompressionLevel), Logger: log}
-}
-
 // slotReporter is the logical reader as status sees it.
 type slotReporter interface {
 	Slot() string
@@ -287,20 +283,6 @@ func (m *Master) retentionLoop(ctx context.Context) error {
 		}
 	})
 	return nil
-}
-
-// every runs fn every d until ctx is done.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		fn()
-	}
 }
 
 func (m *Master) retain() error {
