@@ -20,6 +20,14 @@ func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max
 
 func (b *backoff) reset() { b.cur, b.failures, b.lastMsg = b.min, 0, "" }
 
+// atLeast makes the next delay at least d (within max): for a failure that
+// retrying soon cannot fix, but that an operator may fix.
+func (b *backoff) atLeast(d time.Duration) { b.cur = min(max(b.cur, d), b.max) }
+
+// toMax makes the next delay the longest: for a failure that comes back
+// until something else changes.
+func (b *backoff) toMax() { b.cur = b.max }
+
 // wait logs err (if worth it) and sleeps the current delay, then doubles it.
 func (b *backoff) wait(ctx context.Context, log *slog.Logger, msg string, err error) {
 	b.failures++

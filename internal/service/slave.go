@@ -139,7 +139,7 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 			if !isReady {
 				return fmt.Errorf("%w: %w", ErrNeedsResync, err)
 			}
-			bo.cur = bo.max // the master will refuse again until a re-sync
+			bo.toMax() // the master will refuse again until a re-sync
 		} else {
 			if !isReady && (permanent(err) || !time.Now().Before(deadline)) {
 				return err

@@ -39,11 +39,11 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 			// Changes of another capture history over this slave's data:
 			// only a re-sync helps (resync acts on needs_resync).
 			state = StateNeedsResync
-			bo.cur = max(bo.cur, 10*time.Second)
+			bo.atLeast(10 * time.Second)
 			s.autoResync(ctx)
 		case errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrNeedsResync):
 			state = StateApplyError
-			bo.cur = max(bo.cur, 10*time.Second)
+			bo.atLeast(10 * time.Second)
 		}
 		s.mu.Lock()
 		s.applyState, s.applyErr = state, err.Error()
