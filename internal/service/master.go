@@ -45,6 +45,7 @@ type Master struct {
 	identity  ship.Identity
 	reader    capture.Reader // while capture is connected; verify and backup use it
 	slot      slotReporter   // logical mode: the slot's figures for status
+	slotName  string         // slot.Slot() as read after Connect returned
 	changed   chan struct{}  // closed and replaced when state changes
 	startedAt time.Time
 	addr      string
@@ -138,14 +139,23 @@ func (m *Master) captureLoop(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
 		r := m.newReader()
-		if sr, ok := r.(slotReporter); ok {
+		sr, _ := r.(slotReporter)
+		if sr != nil {
 			m.mu.Lock()
-			m.slot = sr
+			m.slot, m.slotName = sr, ""
 			m.mu.Unlock()
 		}
 		err := m.refreshIdentity(ctx)
 		if err == nil {
 			err = r.Connect(ctx)
+		}
+		if sr != nil {
+			// Connect sets the slot's name: it is read here, after
+			// Connect, rather than by Status while Connect writes it.
+			name := sr.Slot()
+			m.mu.Lock()
+			m.slotName = name
+			m.mu.Unlock()
 		}
 		if err == nil {
 			m.setState(StateStreaming, "")
@@ -309,7 +319,7 @@ func (m *Master) Status() Status {
 	st.CaptureMode = string(m.cfg.Capture.Mode)
 	st.CaptureEpoch = epochText(m.epoch.Load())
 	if m.slot != nil {
-		st.Slot = m.slot.Slot()
+		st.Slot = m.slotName
 		if b := m.slot.SlotRetainedWAL(); b >= 0 {
 			st.SlotRetainedWALBytes = &b
 		}
