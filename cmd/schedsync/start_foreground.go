@@ -38,6 +38,7 @@ func (a *app) runForeground(ctx context.Context, cfg *config.Config, opts startO
 		Wait:       opts.wait,
 		ConfigPath: a.configPath,
 		Force:      force,
+		NewNode:    a.newNode,
 		Ready: func() {
 			pipe.ready()
 			sd.notify("READY=1")

@@ -35,6 +35,7 @@ type Slave struct {
 	connCfg *pgx.ConnConfig
 	tlsConf *tls.Config
 	addr    string
+	opts    NodeOptions
 
 	sp       *spool.Spool
 	identity ship.Identity
@@ -64,7 +65,7 @@ type Slave struct {
 }
 
 // NewSlave checks the configuration of a slave; Run starts it.
-func NewSlave(cfg config.Config, log *slog.Logger) (*Slave, error) {
+func NewSlave(cfg config.Config, log *slog.Logger, o NodeOptions) (*Slave, error) {
 	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
 	if err != nil {
 		return nil, fmt.Errorf("repository.url: %w", err)
@@ -74,18 +75,18 @@ func NewSlave(cfg config.Config, log *slog.Logger) (*Slave, error) {
 		return nil, err
 	}
 	return &Slave{
-		cfg: cfg, log: log.With("role", "slave"), connCfg: connCfg, tlsConf: tlsConf,
+		cfg: cfg, log: log.With("role", "slave"), connCfg: connCfg, tlsConf: tlsConf, opts: o,
 		addr: net.JoinHostPort(cfg.Master.Host, strconv.Itoa(cfg.Master.Port)), state: StateStarting,
 		acks: make(chan struct{}, 1),
 	}, nil
 }
 
 // Run connects to the master and streams until ctx is done. Before it is
-// ready, a refusal or an unreachable master (unless RunOptions.Wait allows
+// ready, a refusal or an unreachable master (unless NodeOptions.Wait allows
 // waiting) is returned; afterwards every loss is retried with backoff.
 func (s *Slave) Run(ctx context.Context, ready func()) error {
 	s.startedAt = time.Now()
-	deadline := time.Now().Add(RunOptionsFrom(ctx).Wait)
+	deadline := time.Now().Add(s.opts.Wait)
 	for bo := newBackoff(200*time.Millisecond, 5*time.Second); ; {
 		err := s.readRepository(ctx)
 		if err == nil {
@@ -111,10 +112,10 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 }
 
 // connectLoop keeps a session with the master. Before the slave is ready a
-// refusal or an unreachable master (unless RunOptions.Wait allows waiting)
+// refusal or an unreachable master (unless NodeOptions.Wait allows waiting)
 // is returned; afterwards every loss is retried with backoff.
 func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
-	deadline := time.Now().Add(RunOptionsFrom(ctx).Wait)
+	deadline := time.Now().Add(s.opts.Wait)
 	isReady := false
 	markReady := func() {
 		if !isReady {
@@ -133,7 +134,7 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 		}
 		if errors.Is(err, ship.ErrNeedsResync) {
 			s.setState(StateNeedsResync, err.Error())
-			if s.autoResync(ctx) {
+			if s.autoResync() {
 				err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
 			}
 			if !isReady {
