@@ -86,7 +86,10 @@ func NewSlave(cfg config.Config, log *slog.Logger, o NodeOptions) (*Slave, error
 // waiting) is returned; afterwards every loss is retried with backoff.
 func (s *Slave) Run(ctx context.Context, ready func()) error {
 	s.startedAt = time.Now()
-	deadline := time.Now().Add(s.opts.Wait)
+	// One deadline for all the retrying before ready: reaching the slave
+	// repository and then the master share --wait, rather than each
+	// having all of it.
+	deadline := s.startedAt.Add(s.opts.Wait)
 	for bo := newBackoff(200*time.Millisecond, 5*time.Second); ; {
 		err := s.readRepository(ctx)
 		if err == nil {
@@ -98,24 +101,26 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 		s.setState(StateRepositoryUnavailable, err.Error())
 		bo.wait(ctx, s.log, "slave repository unavailable; retrying", err)
 	}
+	opening := time.Now()
 	var err error
 	if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
 		return fmt.Errorf("open spool: %w", err)
 	}
 	defer s.sp.Close()
+	// Recovering the spool is not retrying: it leaves --wait as it was.
+	deadline = deadline.Add(time.Since(opening))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.applyLoop(gctx) })
-	g.Go(func() error { return s.connectLoop(gctx, ready) })
+	g.Go(func() error { return s.connectLoop(gctx, ready, deadline) })
 	g.Go(func() error { return s.retentionLoop(gctx) })
 	return g.Wait()
 }
 
 // connectLoop keeps a session with the master. Before the slave is ready a
-// refusal or an unreachable master (unless NodeOptions.Wait allows waiting)
-// is returned; afterwards every loss is retried with backoff.
-func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
-	deadline := time.Now().Add(s.opts.Wait)
+// refusal is returned, and so is an unreachable master once deadline has
+// passed; afterwards every loss is retried with backoff.
+func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Time) error {
 	isReady := false
 	markReady := func() {
 		if !isReady {
