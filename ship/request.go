@@ -1,7 +1,7 @@
 package ship
 
-// Request asks the master for something beside the stream (a verify
-// checksum now, a backup later), slave → master. Body is the request's
+// Request asks the master for something beside the stream (its verify
+// checksums, or a backup), slave → master. Body is the request's
 // arguments, JSON, defined by the caller.
 type Request struct {
 	ID   uint64

@@ -26,9 +26,10 @@ type Node interface {
 var ErrNeedsResync = errors.New("slave needs a re-sync")
 
 // Commander is optionally implemented by a Node to answer control socket
-// commands other than "status" (later "verify", "promote"). The reply is
-// marshalled to one JSON line; an error is sent to the client as its
-// message, so it must not contain a secret.
+// commands other than "status": a slave answers "verify", a master
+// "snapshot" (for `schedsync backup`). The reply is marshalled to one JSON
+// line; an error is sent to the client as its message, so it must not
+// contain a secret.
 type Commander interface {
 	Command(ctx context.Context, name string, args []string) (any, error)
 }
