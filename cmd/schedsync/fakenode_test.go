@@ -10,6 +10,7 @@ import (
 
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/service"
+	"github.com/schedsync/schedsync/ship"
 )
 
 // fakeNodeEnv makes the test binary act as schedsync with a fake node: the
@@ -81,7 +82,7 @@ func (n *fakeNode) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("fake node: cannot connect to repository database (wait=%s)", n.wait)
 	case fakeResync:
 		return fmt.Errorf("slave %s has 5000 bytes of changes to be processed since last disconnection: %w",
-			n.cfg.Node.Name, service.ErrNeedsResync)
+			n.cfg.Node.Name, ship.ErrNeedsResync)
 	case fakeCrash:
 		panic("fake node crashed")
 	case fakeSlow:

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -12,18 +11,11 @@ type Node interface {
 	// node is serving (master: listening on sync.listen; slave: streaming from
 	// its master), or returns the error it failed on before that. It returns
 	// nil on a clean shutdown. Errors that must map to an exit code wrap
-	// a sentinel: ErrNeedsResync (exit 3) — defined here in service — ; other errors exit 1.
+	// a sentinel: ship.ErrNeedsResync (exit 3); other errors exit 1.
 	Run(ctx context.Context, ready func()) error
 	// Status reports the current state; safe for concurrent use.
 	Status() Status
 }
-
-// ErrNeedsResync is what a slave's Run wraps when the master refused it for
-// its backlog: the CLI exits 3 and the status file keeps state needs_resync,
-// so that `schedsync resync` (cron) knows a re-sync is due. A node that gets
-// ship.ErrNeedsResync from the master must wrap this sentinel too, e.g.
-// fmt.Errorf("%w: %w", service.ErrNeedsResync, err).
-var ErrNeedsResync = errors.New("slave needs a re-sync")
 
 // Commander is optionally implemented by a Node to answer control socket
 // commands other than "status": a slave answers "verify", a master

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/ship"
 )
 
 var (
@@ -77,7 +78,7 @@ func (o Options) withDefaults() Options {
 // that whoever waits for the lock (`stop`) then reads the final status.
 //
 // It returns nil after a clean stop, or the error that ended the service:
-// one wrapping ErrNeedsResync must exit 3.
+// one wrapping ship.ErrNeedsResync must exit 3.
 func RunService(ctx context.Context, cfg config.Config, o Options) error {
 	o = o.withDefaults()
 	dir := cfg.Spool.Dir
@@ -235,7 +236,7 @@ func (s *supervisor) finalFrom(st Status, err error) Status {
 	switch {
 	case err == nil:
 		st.State = StateStopped
-	case errors.Is(err, ErrNeedsResync):
+	case errors.Is(err, ship.ErrNeedsResync):
 		st.State, st.Error = StateNeedsResync, err.Error()
 	default:
 		st.State, st.Error = StateFailed, err.Error()

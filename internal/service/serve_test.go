@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/ship"
 )
 
 // lifecycleNode is a Node whose Run is given by the test.
@@ -114,7 +115,7 @@ func TestRunServiceCleanStop(t *testing.T) {
 }
 
 func TestRunServiceFailures(t *testing.T) {
-	resync := fmt.Errorf("refused by the master: %w", ErrNeedsResync)
+	resync := fmt.Errorf("refused by the master: %w", ship.ErrNeedsResync)
 	tests := []struct {
 		name     string
 		newErr   error
@@ -122,7 +123,7 @@ func TestRunServiceFailures(t *testing.T) {
 		state    string
 		wantErrs error
 	}{
-		{"needs resync", nil, resync, StateNeedsResync, ErrNeedsResync},
+		{"needs resync", nil, resync, StateNeedsResync, ship.ErrNeedsResync},
 		{"fails", nil, errors.New("connection refused"), StateFailed, nil},
 		{"cannot be built", errors.New("open spool: disk full"), nil, StateFailed, nil},
 	}

@@ -143,7 +143,7 @@ func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Tim
 				err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
 			}
 			if !isReady {
-				return fmt.Errorf("%w: %w", ErrNeedsResync, err)
+				return fmt.Errorf("slave needs a re-sync: %w", err)
 			}
 			bo.toMax() // the master will refuse again until a re-sync
 		} else {

@@ -41,7 +41,7 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 			state = StateNeedsResync
 			bo.atLeast(10 * time.Second)
 			s.autoResync()
-		case errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrNeedsResync):
+		case errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrRestoreInterrupted):
 			state = StateApplyError
 			bo.atLeast(10 * time.Second)
 		}
