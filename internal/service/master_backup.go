@@ -26,7 +26,7 @@ func (m *Master) serveBackup(ctx context.Context, nc net.Conn, hello ship.Hello)
 	msg, err := conn.Receive(rctx)
 	cancel()
 	req, ok := msg.(ship.Request)
-	if err != nil || !ok || req.Kind != "backup" {
+	if err != nil || !ok || req.Kind != ship.RequestBackup {
 		log.Info("backup connection without a backup request", "err", err)
 		return
 	}

@@ -317,7 +317,7 @@ func (m *Master) receiveAcks(ctx context.Context, sess *masterSession) error {
 		case ship.Heartbeat:
 			received, applied = v.Position, v.Applied
 		case ship.Request:
-			if v.Kind != "verify" {
+			if v.Kind != ship.RequestVerify {
 				return fmt.Errorf("slave %s sent an unknown request %q", sess.name, v.Kind)
 			}
 			go m.answerVerify(ctx, sess, v)
