@@ -97,9 +97,10 @@ func (a *Applier) Epoch() uint64 { return a.epoch.Load() }
 // history than the slave's data; only a re-sync brings the slave back.
 var ErrHistory = errors.New("the slave needs a re-sync")
 
-// ErrNeedsResync: the slave repository is marked as not consistent (an
-// interrupted restore); apply refuses to run on it.
-var ErrNeedsResync = errors.New("the slave repository is marked needs_resync (an interrupted restore); run schedsync resync")
+// ErrRestoreInterrupted: the slave repository is marked needs_resync by a
+// restore that did not finish, so its data is not consistent; apply
+// refuses to run on it.
+var ErrRestoreInterrupted = errors.New("the slave repository is marked needs_resync (an interrupted restore); run schedsync resync")
 
 // ReadApplied reads the applied position stored in the slave repository.
 func ReadApplied(ctx context.Context, q interface {
@@ -138,7 +139,7 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("read schedsync.state (run schedsync install on the slave): %w", err)
 	}
 	if marked {
-		return ErrNeedsResync
+		return ErrRestoreInterrupted
 	}
 	a.applied.Store(applied)
 	a.epoch.Store(uint64(epoch))

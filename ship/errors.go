@@ -15,8 +15,10 @@ var (
 	ErrVersion = errors.New("protocol version mismatch")
 	// ErrSameRepository: master and slave point at the same database.
 	ErrSameRepository = errors.New("same repository")
-	// ErrNeedsResync: the slave's backlog exceeds spool.max_backlog on the
-	// master; only a backup and restore (schedsync resync) brings it back.
+	// ErrNeedsResync: the master refused the slave for its backlog (over
+	// spool.max_backlog) or its capture history; only a backup and
+	// restore (schedsync resync) brings it back. It is the one sentinel
+	// for this: the service records state needs_resync and the CLI exits 3.
 	ErrNeedsResync = errors.New("slave needs a re-sync")
 	// ErrDuplicateName: a slave with this node.name is already connected.
 	ErrDuplicateName = errors.New("slave name already connected")

@@ -1,19 +1,33 @@
 package ship
 
-// Request asks the master for something beside the stream (a verify
-// checksum now, a backup later), slave → master. Body is the request's
+// Request asks the master for something beside the stream (its verify
+// checksums, or a backup), slave → master. Body is the request's
 // arguments, JSON, defined by the caller.
 type Request struct {
 	ID   uint64
-	Kind string // lower case letters, digits and '_'
+	Kind RequestKind
 	Body []byte
 }
+
+// RequestKind is what a Request asks for; its Reply carries it back. On
+// the wire it is a name: lower case letters, digits and '_'. A decoder
+// accepts any name, so that the side that does not know a kind can say so.
+type RequestKind string
+
+const (
+	// RequestVerify asks the master for the checksums of its tables in a
+	// capture snapshot; the Reply's Body is the report.
+	RequestVerify RequestKind = "verify"
+	// RequestBackup, on a connection of PurposeBackup, asks the master for
+	// a backup of its repository, sent as Stream frames.
+	RequestBackup RequestKind = "backup"
+)
 
 // Reply answers the Request with the same ID, master → slave. A non-empty
 // Error means the master could not do it; Body is the JSON result.
 type Reply struct {
 	ID    uint64
-	Kind  string
+	Kind  RequestKind
 	Error string
 	Body  []byte
 }
@@ -22,17 +36,17 @@ func (Request) frameType() frameType { return typeRequest }
 
 func (m Request) encode(buf []byte) ([]byte, []byte) {
 	buf = appendU64(buf, m.ID)
-	return appendStr(buf, m.Kind), m.Body
+	return appendStr(buf, string(m.Kind)), m.Body
 }
 
 func decodeRequest(p []byte) (Request, error) {
 	d := decoder{b: p}
-	m := Request{ID: d.u64("request id"), Kind: d.str("request kind", maxStateLen)}
+	m := Request{ID: d.u64("request id"), Kind: RequestKind(d.str("request kind", maxStateLen))}
 	m.Body = d.rest()
 	if err := d.done("request"); err != nil {
 		return Request{}, err
 	}
-	if !validState(m.Kind) {
+	if !validState(string(m.Kind)) {
 		return Request{}, protocolf("request: kind %q is not a name", m.Kind)
 	}
 	return m, nil
@@ -42,18 +56,18 @@ func (Reply) frameType() frameType { return typeReply }
 
 func (m Reply) encode(buf []byte) ([]byte, []byte) {
 	buf = appendU64(buf, m.ID)
-	buf = appendStr(buf, m.Kind)
+	buf = appendStr(buf, string(m.Kind))
 	return appendStr(buf, truncateText(m.Error)), m.Body
 }
 
 func decodeReply(p []byte) (Reply, error) {
 	d := decoder{b: p}
-	m := Reply{ID: d.u64("reply id"), Kind: d.str("reply kind", maxStateLen), Error: d.str("reply error", maxTextLen)}
+	m := Reply{ID: d.u64("reply id"), Kind: RequestKind(d.str("reply kind", maxStateLen)), Error: d.str("reply error", maxTextLen)}
 	m.Body = d.rest()
 	if err := d.done("reply"); err != nil {
 		return Reply{}, err
 	}
-	if !validState(m.Kind) {
+	if !validState(string(m.Kind)) {
 		return Reply{}, protocolf("reply: kind %q is not a name", m.Kind)
 	}
 	m.Error = cleanText(m.Error)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/service"
+	"github.com/schedsync/schedsync/ship"
 )
 
 // fakeNodeEnv makes the test binary act as schedsync with a fake node: the
@@ -36,16 +37,18 @@ func init() {
 	if mode == "" {
 		return
 	}
-	readyGrace = 0 // the tests give --wait as the whole budget (the default --wait is 0)
-	service.NewNode = func(cfg config.Config, _ *slog.Logger) (service.Node, error) {
-		return &fakeNode{mode: mode, cfg: cfg}, nil
+	a := newApp(os.Stdout, os.Stderr)
+	a.readyGrace = 0 // the tests give --wait as the whole budget (the default --wait is 0)
+	a.newNode = func(cfg config.Config, _ *slog.Logger, o service.NodeOptions) (service.Node, error) {
+		return &fakeNode{mode: mode, cfg: cfg, wait: o.Wait}, nil
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(a.run(os.Args[1:]))
 }
 
 type fakeNode struct {
 	mode string
 	cfg  config.Config
+	wait time.Duration // start --wait
 
 	mu sync.Mutex
 	st service.Status
@@ -74,13 +77,12 @@ func (n *fakeNode) set(state string, pos uint64) {
 
 func (n *fakeNode) Run(ctx context.Context, ready func()) error {
 	n.set(service.StateConnecting, 0)
-	wait := service.RunOptionsFrom(ctx).Wait
 	switch n.mode {
 	case fakeFail:
-		return fmt.Errorf("fake node: cannot connect to repository database (wait=%s)", wait)
+		return fmt.Errorf("fake node: cannot connect to repository database (wait=%s)", n.wait)
 	case fakeResync:
 		return fmt.Errorf("slave %s has 5000 bytes of changes to be processed since last disconnection: %w",
-			n.cfg.Node.Name, service.ErrNeedsResync)
+			n.cfg.Node.Name, ship.ErrNeedsResync)
 	case fakeCrash:
 		panic("fake node crashed")
 	case fakeSlow:

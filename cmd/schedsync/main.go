@@ -10,14 +10,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/service"
 )
 
 // Set by the Makefile with -ldflags "-X main.version=... -X main.commit=...".
@@ -59,19 +62,38 @@ type app struct {
 	stdout, stderr io.Writer
 	configFlag     string // --config as given
 	configPath     string // the file actually read, absolute; set by loadConfig
+
+	// newNode builds the service's node in `start`; nil is the real
+	// master or slave (service.NewNode). The lifecycle tests run the CLI
+	// with a fake node (fakenode_test.go).
+	newNode func(cfg config.Config, log *slog.Logger, o service.NodeOptions) (service.Node, error)
+	// readyGrace is added to --wait for what the service does besides
+	// retrying (recovering its spool, reading its repository), so that
+	// the node's own error, which says what went wrong, normally arrives
+	// first. The lifecycle tests, which give --wait as the whole budget,
+	// set it to 0.
+	readyGrace time.Duration
+}
+
+// newApp is the CLI as installed: the real node, the full readyGrace.
+func newApp(stdout, stderr io.Writer) *app {
+	return &app{stdout: stdout, stderr: stderr, readyGrace: time.Minute}
 }
 
 // run executes the CLI with args (without the program name) and returns the
-// exit code. main and the tests both go through it.
+// exit code. main and the in-process tests both go through it.
 func run(args []string, stdout, stderr io.Writer) int {
+	return newApp(stdout, stderr).run(args)
+}
+
+func (a *app) run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	a := &app{stdout: stdout, stderr: stderr}
 	root := a.newRootCmd()
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
@@ -83,12 +105,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if !errors.As(err, &ee) {
 		// Not from a command's RunE: cobra refused the command line.
-		printError(stderr, where, err)
-		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", where)
+		printError(a.stderr, where, err)
+		fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", where)
 		return exitUsage
 	}
 	if ee.err != nil {
-		printError(stderr, where, ee.err)
+		printError(a.stderr, where, ee.err)
 	}
 	return ee.code
 }

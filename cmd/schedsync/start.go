@@ -43,9 +43,6 @@ error; 0 means it gives up at the first failure.`,
 			if _, err := service.SocketPath(cfg.Spool.Dir); err != nil {
 				return usageError(fmt.Errorf("config %s: %w", a.configPath, err))
 			}
-			if service.NewNode == nil {
-				return service.ErrNotBuilt
-			}
 			opts.waitGiven = cmd.Flags().Changed("wait")
 			if opts.foreground {
 				return a.runForeground(cmd.Context(), cfg, opts)

@@ -15,12 +15,6 @@ import (
 	"github.com/schedsync/schedsync/internal/service"
 )
 
-// readyGrace is added to --wait for what the service does besides
-// retrying (recovering its spool, reading its repository), so that the
-// node's own error, which says what went wrong, normally arrives first. A
-// variable so that the tests can wait less.
-var readyGrace = time.Minute
-
 const (
 	// childStopWait is how long a start that gives up waits for the service
 	// it spawned to stop on SIGTERM before it kills it.
@@ -60,7 +54,7 @@ func (a *app) startDetached(ctx context.Context, cfg *config.Config, opts startO
 	msgs := make(chan readyMsg, 1)
 	go func() { msgs <- readReadyMsg(r) }()
 
-	limit := max(opts.wait, 0) + readyGrace
+	limit := max(opts.wait, 0) + a.readyGrace
 	timeout := time.NewTimer(limit)
 	defer timeout.Stop()
 	select {

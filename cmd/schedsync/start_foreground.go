@@ -12,6 +12,7 @@ import (
 
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/service"
+	"github.com/schedsync/schedsync/ship"
 )
 
 // runForeground is `start --foreground`: the service itself, run by
@@ -38,6 +39,7 @@ func (a *app) runForeground(ctx context.Context, cfg *config.Config, opts startO
 		Wait:       opts.wait,
 		ConfigPath: a.configPath,
 		Force:      force,
+		NewNode:    a.newNode,
 		Ready: func() {
 			pipe.ready()
 			sd.notify("READY=1")
@@ -107,7 +109,7 @@ func (a *app) foregroundResult(err error, pipe *readyPipe) error {
 	}
 	code := exitFailure
 	switch {
-	case errors.Is(err, service.ErrNeedsResync):
+	case errors.Is(err, ship.ErrNeedsResync):
 		code = exitNeedsResync
 	case len(config.KeyErrors(err)) > 0:
 		code = exitUsage

@@ -4,26 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/schedsync/schedsync/internal/service"
 )
-
-// In-process tests: no service is built into this binary (NewNode is nil
-// outside the processes that fakenode_test.go sets up).
-
-func TestStartWithoutServiceSaysNotBuilt(t *testing.T) {
-	cleanEnv(t)
-	if service.NewNode != nil {
-		t.Skip("a node is built in")
-	}
-	path := writeFile(t, "sync.properties", masterProps(t))
-	for _, args := range [][]string{{"start"}, {"start", "--foreground"}} {
-		code, _, errOut := cli(t, append([]string{"--config", path}, args...)...)
-		if code != exitFailure || errOut != "schedsync start: the sync service is not built yet\n" {
-			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
-		}
-	}
-}
 
 func TestStartRefusesSpoolDirTooLongForSocket(t *testing.T) {
 	cleanEnv(t)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // backoff is a capped exponential delay that also keeps a retry loop from
@@ -21,6 +19,14 @@ type backoff struct {
 func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
 
 func (b *backoff) reset() { b.cur, b.failures, b.lastMsg = b.min, 0, "" }
+
+// atLeast makes the next delay at least d (within max): for a failure that
+// retrying soon cannot fix, but that an operator may fix.
+func (b *backoff) atLeast(d time.Duration) { b.cur = min(max(b.cur, d), b.max) }
+
+// toMax makes the next delay the longest: for a failure that comes back
+// until something else changes.
+func (b *backoff) toMax() { b.cur = b.max }
 
 // wait logs err (if worth it) and sleeps the current delay, then doubles it.
 func (b *backoff) wait(ctx context.Context, log *slog.Logger, msg string, err error) {
@@ -40,17 +46,4 @@ func (b *backoff) wait(ctx context.Context, log *slog.Logger, msg string, err er
 	case <-t.C:
 	}
 	b.cur = min(b.cur*2, b.max)
-}
-
-// compressionLevel maps spool.compression_level to a zstd level.
-func compressionLevel(name string) zstd.EncoderLevel {
-	switch name {
-	case "default":
-		return zstd.SpeedDefault
-	case "better":
-		return zstd.SpeedBetterCompression
-	case "best":
-		return zstd.SpeedBestCompression
-	}
-	return zstd.SpeedFastest
 }

@@ -49,7 +49,7 @@ func FetchBackup(ctx context.Context, cfg config.Config, w io.Writer) (int64, er
 	}
 	conn := ship.NewConn(nc, ship.ConnOptions{Heartbeat: welcome.Heartbeat, PeerMaxFrame: welcome.MaxFrame, Peer: "master at " + addr})
 	const id = 1
-	if err := conn.Send(ctx, ship.Request{ID: id, Kind: "backup"}); err != nil {
+	if err := conn.Send(ctx, ship.Request{ID: id, Kind: ship.RequestBackup}); err != nil {
 		return 0, err
 	}
 	var n int64

@@ -43,9 +43,9 @@ type Master struct {
 	state     string
 	lastErr   string
 	identity  ship.Identity
-	sessions  map[string]*masterSession
 	reader    capture.Reader // while capture is connected; verify and backup use it
 	slot      slotReporter   // logical mode: the slot's figures for status
+	slotName  string         // slot.Slot() as read after Connect returned
 	changed   chan struct{}  // closed and replaced when state changes
 	startedAt time.Time
 	addr      string
@@ -63,7 +63,7 @@ func NewMaster(cfg config.Config, log *slog.Logger) (*Master, error) {
 	}
 	return &Master{
 		cfg: cfg, log: log.With("role", "master"), connCfg: connCfg, tlsConf: tlsConf,
-		state: StateStarting, sessions: map[string]*masterSession{}, changed: make(chan struct{}),
+		state: StateStarting, changed: make(chan struct{}),
 	}, nil
 }
 
@@ -103,19 +103,13 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return m.acceptLoop(gctx, ln, &sessions) })
 	err = g.Wait()
 	sessions.Wait()
-	m.reg.mu.Lock()
 	if serr := m.reg.save(); serr != nil && err == nil {
 		err = serr
 	}
-	m.reg.mu.Unlock()
 	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	return err
-}
-
-func spoolOptions(cfg config.Config, dir string, log *slog.Logger) spool.Options {
-	return spool.Options{Dir: dir, SegmentSize: int64(cfg.Spool.SegmentSize), Level: compressionLevel(cfg.Spool.CompressionLevel), Logger: log}
 }
 
 // slotReporter is the logical reader as status sees it.
@@ -145,14 +139,23 @@ func (m *Master) captureLoop(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
 		r := m.newReader()
-		if sr, ok := r.(slotReporter); ok {
+		sr, _ := r.(slotReporter)
+		if sr != nil {
 			m.mu.Lock()
-			m.slot = sr
+			m.slot, m.slotName = sr, ""
 			m.mu.Unlock()
 		}
 		err := m.refreshIdentity(ctx)
 		if err == nil {
 			err = r.Connect(ctx)
+		}
+		if sr != nil {
+			// Connect sets the slot's name: it is read here, after
+			// Connect, rather than by Status while Connect writes it.
+			name := sr.Slot()
+			m.mu.Lock()
+			m.slotName = name
+			m.mu.Unlock()
 		}
 		if err == nil {
 			m.setState(StateStreaming, "")
@@ -233,11 +236,7 @@ func (m *Master) setEpoch(epoch uint64) {
 				"capture_epoch", fmt.Sprintf("%016x", epoch), "was", fmt.Sprintf("%016x", old), "from_position", m.sink.LastPosition()+1)
 			// Sessions admitted under the old history reconnect and are
 			// checked against the new one.
-			m.mu.Lock()
-			for _, sess := range m.sessions {
-				sess.disconnect()
-			}
-			m.mu.Unlock()
+			m.reg.disconnectAll()
 		}
 		m.saveIdentity()
 	}
@@ -289,48 +288,13 @@ func (m *Master) retentionLoop(ctx context.Context) error {
 	return nil
 }
 
-// every runs fn every d until ctx is done.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		fn()
-	}
-}
-
+// retain runs a retention pass (see registry.retain) and deletes the
+// segments before its cut.
 func (m *Master) retain() error {
-	maxBacklog := int64(m.cfg.Spool.MaxBacklog)
-	now := time.Now()
-	m.reg.mu.Lock()
-	cut := m.sp.DurablePosition()
-	counting := 0
-	for _, s := range m.reg.slaves {
-		if s.NeedsResync {
-			continue
-		}
-		b := m.sp.BytesAfter(s.Applied)
-		if s.Applied+1 < m.sp.FirstPosition() || (b > maxBacklog && !m.reg.pinnedFor(s.Applied, now)) {
-			m.markNeedsResync(s, b)
-			continue
-		}
-		counting++
-		cut = min(cut, s.Applied)
+	cut, marked, err := m.reg.retain(m.sp, int64(m.cfg.Spool.MaxBacklog), time.Now())
+	for _, s := range marked {
+		m.logNeedsResync(s.Name, s.BacklogAtMark)
 	}
-	if counting == 0 {
-		// No slave to keep it for: keep what a slave arriving within the
-		// backlog limit could still use.
-		cut = positionWithin(m.sp, maxBacklog)
-	}
-	for _, p := range m.reg.livePins(now) {
-		cut = min(cut, p.Position)
-	}
-	err := m.reg.saveSoon()
-	m.reg.mu.Unlock()
 	if cut+1 > m.sp.FirstPosition() {
 		if terr := m.sp.TruncateBefore(cut + 1); terr != nil {
 			return terr
@@ -339,33 +303,10 @@ func (m *Master) retain() error {
 	return err
 }
 
-// markNeedsResync stops keeping spool for a slave whose backlog is too big,
-// and disconnects it if connected. The caller holds m.reg.mu.
-func (m *Master) markNeedsResync(s *slaveRecord, backlog int64) {
-	s.NeedsResync, s.BacklogAtMark = true, backlog
-	msg := ship.RefuseBacklog(s.Name, uint64(backlog), uint64(m.cfg.Spool.MaxBacklog))
-	m.log.Warn("slave needs a re-sync; no longer keeping spool for it", "slave", s.Name, "backlog_bytes", backlog)
-	m.mu.Lock()
-	sess := m.sessions[s.Name]
-	m.mu.Unlock()
-	if sess != nil {
-		sess.refuse(msg)
-	}
-	_ = m.reg.save()
-}
-
-// positionWithin is the lowest position p with BytesAfter(p) within limit.
-func positionWithin(sp *spool.Spool, limit int64) uint64 {
-	lo, hi := sp.FirstPosition()-1, sp.DurablePosition()
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		if sp.BytesAfter(mid) <= limit {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
+// logNeedsResync reports a slave that the registry marked needs_resync for
+// its backlog.
+func (m *Master) logNeedsResync(slave string, backlog int64) {
+	m.log.Warn("slave needs a re-sync; no longer keeping spool for it", "slave", slave, "backlog_bytes", backlog)
 }
 
 // Status reports the master's state and its slaves.
@@ -375,14 +316,10 @@ func (m *Master) Status() Status {
 		Role: "master", Name: m.cfg.Node.Name, Running: true, State: m.state, Error: m.lastErr,
 		PID: os.Getpid(), StartedAt: m.startedAt, UpdatedAt: time.Now(),
 	}
-	connected := map[string]string{}
-	for name, s := range m.sessions {
-		connected[name] = s.addr
-	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
 	st.CaptureEpoch = epochText(m.epoch.Load())
 	if m.slot != nil {
-		st.Slot = m.slot.Slot()
+		st.Slot = m.slotName
 		if b := m.slot.SlotRetainedWAL(); b >= 0 {
 			st.SlotRetainedWALBytes = &b
 		}
@@ -392,9 +329,7 @@ func (m *Master) Status() Status {
 		return st
 	}
 	st.Position = m.sp.DurablePosition()
-	m.reg.mu.Lock()
-	recs := m.reg.list()
-	m.reg.mu.Unlock()
+	recs, connected := m.reg.list()
 	for _, r := range recs {
 		addr, ok := connected[r.Name]
 		ss := SlaveStatus{

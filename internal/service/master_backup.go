@@ -26,7 +26,7 @@ func (m *Master) serveBackup(ctx context.Context, nc net.Conn, hello ship.Hello)
 	msg, err := conn.Receive(rctx)
 	cancel()
 	req, ok := msg.(ship.Request)
-	if err != nil || !ok || req.Kind != "backup" {
+	if err != nil || !ok || req.Kind != ship.RequestBackup {
 		log.Info("backup connection without a backup request", "err", err)
 		return
 	}
@@ -122,19 +122,13 @@ func (m *Master) pinBackup(slave string) (unpin func()) {
 		return func() {}
 	}
 	p := backupPin{Position: m.sp.DurablePosition(), Until: time.Now().Add(m.cfg.Spool.BackupPin), Slave: slave}
-	m.reg.mu.Lock()
-	m.reg.pin(p)
-	_ = m.reg.save()
-	m.reg.mu.Unlock()
+	// Unsaved, a pin still holds until the master restarts.
+	if err := m.reg.pin(p); err != nil {
+		m.log.Warn("could not save the slave registry; the backup's pin holds until the master restarts", "err", err)
+	}
 	return func() {
-		m.reg.mu.Lock()
-		defer m.reg.mu.Unlock()
-		for i, q := range m.reg.pins {
-			if q == p {
-				m.reg.pins = append(m.reg.pins[:i], m.reg.pins[i+1:]...)
-				_ = m.reg.save()
-				return
-			}
+		if err := m.reg.unpin(p); err != nil {
+			m.log.Warn("could not save the slave registry", "err", err)
 		}
 	}
 }

@@ -108,12 +108,8 @@ func (m *Master) serveSlave(ctx context.Context, nc net.Conn) {
 // admit decides whether a slave that proved the token may stream, and
 // registers its session. See docs/DESIGN.md for the refusals.
 func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome, *ship.RefusedError) {
-	// Lock order: m.reg.mu, then m.mu. Holding reg.mu throughout makes
-	// the duplicate check and the registration one step.
-	m.reg.mu.Lock()
-	defer m.reg.mu.Unlock()
 	m.mu.Lock()
-	id, busy := m.identity, m.sessions[h.Name] != nil
+	id := m.identity
 	m.mu.Unlock()
 	if id.IsZero() {
 		return nil, ship.Welcome{}, ship.RefuseNotReady("the master has not reached its repository yet")
@@ -127,49 +123,46 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 		return nil, ship.Welcome{Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
 			Heartbeat: m.cfg.Sync.Heartbeat}, nil
 	}
-	if busy {
+	// Checked first so that a duplicate leaves the record alone; the
+	// registry checks again as it attaches the session.
+	if m.reg.connected(h.Name) {
 		return nil, ship.Welcome{}, ship.RefuseDuplicateName(h.Name)
 	}
-	rec := m.reg.get(h.Name)
-	r, backlog := m.checkServable(h, rec)
+	r, backlog := m.checkServable(h, m.reg.record(h.Name))
 	if r == nil {
 		r = m.checkHistory(h)
 	}
-	if r != nil {
-		if !rec.NeedsResync {
-			rec.NeedsResync, rec.BacklogAtMark = true, backlog
-			_ = m.reg.save()
-		}
+	peerMax := h.MaxFrame
+	if peerMax <= 0 {
+		peerMax = ship.DefaultMaxFrame
+	}
+	sess := &masterSession{name: h.Name, addr: addr, chunk: peerMax - ship.RecordsOverhead}
+	received := max(h.Received, h.Applied)
+	busy, err := m.reg.admit(sess, h.Applied, received, r, backlog)
+	if err != nil {
+		m.log.Warn("could not save the slave registry", "err", err)
+	}
+	switch {
+	case busy:
+		return nil, ship.Welcome{}, ship.RefuseDuplicateName(h.Name)
+	case r != nil:
 		return nil, ship.Welcome{}, r
 	}
 	if backlog > int64(m.cfg.Spool.MaxBacklog) {
 		m.log.Info("slave admitted from a backup's position: spool.max_backlog does not apply while spool.backup_pin keeps the spool for it",
 			"slave", h.Name, "applied", h.Applied, "backlog_bytes", backlog, "max_backlog", int64(m.cfg.Spool.MaxBacklog))
 	}
-	// A slave that was marked needs_resync and comes back with a position
-	// the master can serve has been re-seeded.
-	rec.NeedsResync = false
-	rec.Applied, rec.Received, rec.LastSeen = h.Applied, max(h.Received, h.Applied), time.Now()
-	_ = m.reg.save()
-	peerMax := h.MaxFrame
-	if peerMax <= 0 {
-		peerMax = ship.DefaultMaxFrame
-	}
-	sess := &masterSession{name: h.Name, addr: addr, chunk: peerMax - ship.RecordsOverhead}
-	m.mu.Lock()
-	m.sessions[h.Name] = sess
-	m.mu.Unlock()
 	return sess, ship.Welcome{
 		Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
-		StartAfter: rec.Received, Epoch: m.epoch.Load(), Heartbeat: m.cfg.Sync.Heartbeat,
+		StartAfter: received, Epoch: m.epoch.Load(), Heartbeat: m.cfg.Sync.Heartbeat,
 	}, nil
 }
 
 // checkServable refuses a slave whose changes the master no longer has, or
 // whose backlog exceeds spool.max_backlog (unless a backup's pin keeps the
 // spool for it: it was just restored), and says how big the backlog is.
-// The caller holds m.reg.mu.
-func (m *Master) checkServable(h ship.Hello, rec *slaveRecord) (*ship.RefusedError, int64) {
+// rec is the slave's record, for the backlog it had when it was marked.
+func (m *Master) checkServable(h ship.Hello, rec slaveRecord) (*ship.RefusedError, int64) {
 	last := m.sp.DurablePosition()
 	maxBacklog := m.cfg.Spool.MaxBacklog
 	if h.Applied > last || h.Received > last {
@@ -244,15 +237,9 @@ func (m *Master) epochAt(pos uint64) (uint64, error) {
 }
 
 func (m *Master) dropSession(sess *masterSession) {
-	m.reg.mu.Lock()
-	defer m.reg.mu.Unlock()
-	m.mu.Lock()
-	if m.sessions[sess.name] == sess {
-		delete(m.sessions, sess.name)
+	if err := m.reg.detach(sess); err != nil {
+		m.log.Warn("could not save the slave registry", "err", err)
 	}
-	m.mu.Unlock()
-	m.reg.get(sess.name).LastSeen = time.Now()
-	_ = m.reg.save()
 }
 
 // stream sends spool records after startAfter, relays the master's state,
@@ -330,7 +317,7 @@ func (m *Master) receiveAcks(ctx context.Context, sess *masterSession) error {
 		case ship.Heartbeat:
 			received, applied = v.Position, v.Applied
 		case ship.Request:
-			if v.Kind != "verify" {
+			if v.Kind != ship.RequestVerify {
 				return fmt.Errorf("slave %s sent an unknown request %q", sess.name, v.Kind)
 			}
 			go m.answerVerify(ctx, sess, v)
@@ -345,28 +332,16 @@ func (m *Master) receiveAcks(ctx context.Context, sess *masterSession) error {
 // ack records a slave's positions and enforces the backlog limit while it
 // is connected.
 func (m *Master) ack(sess *masterSession, received, applied uint64) {
-	m.reg.mu.Lock()
-	defer m.reg.mu.Unlock()
-	rec := m.reg.get(sess.name)
-	rec.Received = max(rec.Received, received)
-	rec.Applied = max(rec.Applied, applied)
-	rec.LastSeen = time.Now()
-	if rec.Applied >= m.sp.DurablePosition() {
-		rec.caughtUp = rec.LastSeen
-	} else if rec.caughtUp.IsZero() {
-		rec.caughtUp = rec.LastSeen
+	out, err := m.reg.ack(sess.name, received, applied, m.sp, int64(m.cfg.Spool.MaxBacklog))
+	if out.released {
+		m.log.Info("slave caught up within spool.max_backlog after its resync; its backup's pin is released", "slave", sess.name)
 	}
-	switch b := m.sp.BytesAfter(rec.Applied); {
-	case b <= int64(m.cfg.Spool.MaxBacklog):
-		if m.reg.releasePins(sess.name) {
-			m.log.Info("slave caught up within spool.max_backlog after its resync; its backup's pin is released", "slave", sess.name)
-			_ = m.reg.save()
-		}
-	case !m.reg.pinnedFor(rec.Applied, time.Now()):
-		m.markNeedsResync(rec, b)
-		return
+	if out.marked {
+		m.logNeedsResync(sess.name, out.backlog)
 	}
-	_ = m.reg.saveSoon()
+	if err != nil {
+		m.log.Warn("could not save the slave registry", "err", err)
+	}
 }
 
 // sendMasterStatus tells the slave whether the master repository is

@@ -2,11 +2,7 @@ package service
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"time"
-
-	"github.com/schedsync/schedsync/internal/config"
 )
 
 // Node is a running sync service: a master or a slave.
@@ -15,39 +11,24 @@ type Node interface {
 	// node is serving (master: listening on sync.listen; slave: streaming from
 	// its master), or returns the error it failed on before that. It returns
 	// nil on a clean shutdown. Errors that must map to an exit code wrap
-	// a sentinel: ErrNeedsResync (exit 3) — defined here in service — ; other errors exit 1.
+	// a sentinel: ship.ErrNeedsResync (exit 3); other errors exit 1.
 	Run(ctx context.Context, ready func()) error
 	// Status reports the current state; safe for concurrent use.
 	Status() Status
 }
 
-// ErrNeedsResync is what a slave's Run wraps when the master refused it for
-// its backlog: the CLI exits 3 and the status file keeps state needs_resync,
-// so that `schedsync resync` (cron) knows a re-sync is due. A node that gets
-// ship.ErrNeedsResync from the master must wrap this sentinel too, e.g.
-// fmt.Errorf("%w: %w", service.ErrNeedsResync, err).
-var ErrNeedsResync = errors.New("slave needs a re-sync")
-
-// NewNode builds the node for cfg.Node.Role. The master and slave code sets
-// it (from an init function), so that cmd/ can start a node without
-// depending on code that does not exist yet; while it is nil, `start` says
-// the sync service is not built (ErrNotBuilt). log is the service's logger;
-// the node derives one per component from it.
-var NewNode func(cfg config.Config, log *slog.Logger) (Node, error)
-
 // Commander is optionally implemented by a Node to answer control socket
-// commands other than "status" (later "verify", "promote"). The reply is
-// marshalled to one JSON line; an error is sent to the client as its
-// message, so it must not contain a secret.
+// commands other than "status": a slave answers "verify", a master
+// "snapshot" (for `schedsync backup`). The reply is marshalled to one JSON
+// line; an error is sent to the client as its message, so it must not
+// contain a secret.
 type Commander interface {
 	Command(ctx context.Context, name string, args []string) (any, error)
 }
 
-// RunOptions are the settings of one run that come from the command line
-// rather than from the config file. Node.Run reads them with
-// RunOptionsFrom(ctx); keeping them in the context keeps Node's signature
-// stable as options are added.
-type RunOptions struct {
+// NodeOptions are the settings of one run that come from the command line
+// rather than from the config file; a node is built with them.
+type NodeOptions struct {
 	// Wait is how long Run may keep retrying what keeps it from being
 	// ready (a slave: reaching its master) before it gives up and returns
 	// that error. Zero means no retry: fail at the first attempt. It comes
@@ -57,18 +38,4 @@ type RunOptions struct {
 	// ConfigPath is the service's config file, for commands it runs on
 	// itself (resync.auto runs `schedsync --config ConfigPath resync`).
 	ConfigPath string
-}
-
-type runOptionsKey struct{}
-
-// WithRunOptions returns a context that carries o to Node.Run.
-func WithRunOptions(ctx context.Context, o RunOptions) context.Context {
-	return context.WithValue(ctx, runOptionsKey{}, o)
-}
-
-// RunOptionsFrom returns the options WithRunOptions stored in ctx, or the
-// zero RunOptions.
-func RunOptionsFrom(ctx context.Context) RunOptions {
-	o, _ := ctx.Value(runOptionsKey{}).(RunOptions)
-	return o
 }

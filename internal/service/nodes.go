@@ -7,15 +7,15 @@ import (
 	"github.com/schedsync/schedsync/internal/config"
 )
 
-func init() { NewNode = newNode }
-
-// newNode builds the master or slave node of cfg.Node.Role.
-func newNode(cfg config.Config, log *slog.Logger) (Node, error) {
+// NewNode builds the master or slave node of cfg.Node.Role. log is the
+// service's logger; the node derives one per component from it. o are
+// this run's command-line settings, which only a slave uses.
+func NewNode(cfg config.Config, log *slog.Logger, o NodeOptions) (Node, error) {
 	switch cfg.Node.Role {
 	case "master":
 		return NewMaster(cfg, log)
 	case "slave":
-		return NewSlave(cfg, log)
+		return NewSlave(cfg, log, o)
 	}
 	return nil, fmt.Errorf("node.role %q is not master or slave", cfg.Node.Role)
 }

@@ -1,8 +1,10 @@
 package service
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -55,5 +57,87 @@ func TestRegistryPins(t *testing.T) {
 	}
 	if s := r.slaves["old"]; s == nil || s.Applied != 7 {
 		t.Errorf("slaves lost across save and load: %+v", r.slaves)
+	}
+}
+
+// fixedSpool is a spool whose extent a test sets: every position after
+// first-1 holds perPos bytes.
+type fixedSpool struct{ first, last, perPos uint64 }
+
+func (s fixedSpool) FirstPosition() uint64   { return s.first }
+func (s fixedSpool) DurablePosition() uint64 { return s.last }
+func (s fixedSpool) BytesAfter(pos uint64) int64 {
+	if pos >= s.last {
+		return 0
+	}
+	return int64((s.last - max(pos, s.first-1)) * s.perPos)
+}
+
+// Sessions of one slave racing to be admitted: one is attached, the others
+// are told the name is busy, and the one attached is the one a backlog
+// mark refuses and the one a detach lets go.
+func TestRegistryAdmitsOneSessionPerSlave(t *testing.T) {
+	r, err := loadRegistry(filepath.Join(t.TempDir(), "slaves.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := make([]*masterSession, 8)
+	busy := make([]bool, len(sessions))
+	var wg sync.WaitGroup
+	for i := range sessions {
+		sessions[i] = &masterSession{name: "s1", addr: fmt.Sprintf("10.0.0.%d:1", i)}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if busy[i], err = r.admit(sessions[i], 5, 6, nil, 0); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	var attached *masterSession
+	for i, b := range busy {
+		if !b {
+			if attached != nil {
+				t.Fatal("two sessions of one slave admitted")
+			}
+			attached = sessions[i]
+		}
+	}
+	if attached == nil || !r.connected("s1") {
+		t.Fatal("no session admitted")
+	}
+	if recs, addrs := r.list(); len(recs) != 1 || recs[0].Applied != 5 || recs[0].Received != 6 || addrs["s1"] != attached.addr {
+		t.Fatalf("after admit: %+v, %v", recs, addrs)
+	}
+
+	// 10 positions of 100 bytes behind, over a limit of 500: marked and
+	// refused.
+	out, err := r.ack("s1", 6, 5, fixedSpool{first: 1, last: 15, perPos: 100}, 500)
+	if err != nil || !out.marked || out.backlog != 1000 {
+		t.Fatalf("ack over the backlog limit = %+v, %v", out, err)
+	}
+	for _, s := range sessions {
+		if (s.refusal != nil) != (s == attached) {
+			t.Errorf("session %s refused: %v", s.addr, s.refusal)
+		}
+	}
+	if !r.record("s1").NeedsResync {
+		t.Error("slave not marked needs_resync")
+	}
+
+	for _, s := range sessions {
+		if s != attached {
+			if err := r.detach(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !r.connected("s1") {
+		t.Error("detaching a session that was refused as busy detached the slave's")
+	}
+	if err := r.detach(attached); err != nil || r.connected("s1") {
+		t.Errorf("slave still connected after its session was detached (%v)", err)
 	}
 }

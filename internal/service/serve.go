@@ -10,11 +10,10 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/ship"
 )
 
 var (
-	// ErrNotBuilt: this binary has no master or slave (NewNode is nil).
-	ErrNotBuilt = errors.New("the sync service is not built yet")
 	// ErrStopTimeout: the node did not return from Run within StopTimeout
 	// after it was asked to stop.
 	ErrStopTimeout = errors.New("the sync service did not stop in time")
@@ -34,10 +33,13 @@ type Options struct {
 	// Ready is called once when the node is serving, after the status file
 	// says so; a detached `start` returns then.
 	Ready func()
-	// Wait is passed to the node as RunOptions.Wait.
+	// Wait is passed to the node as NodeOptions.Wait.
 	Wait time.Duration
-	// ConfigPath is passed to the node as RunOptions.ConfigPath.
+	// ConfigPath is passed to the node as NodeOptions.ConfigPath.
 	ConfigPath string
+	// NewNode builds the node; nil means NewNode, the master or slave of
+	// cfg.Node.Role. Tests run a fake node through it.
+	NewNode func(cfg config.Config, log *slog.Logger, o NodeOptions) (Node, error)
 	// StopTimeout bounds a graceful stop once ctx is cancelled; after it,
 	// RunService returns ErrStopTimeout without waiting for the node.
 	StopTimeout time.Duration
@@ -55,6 +57,9 @@ func (o Options) withDefaults() Options {
 	if o.Ready == nil {
 		o.Ready = func() {}
 	}
+	if o.NewNode == nil {
+		o.NewNode = NewNode
+	}
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = DefaultStopTimeout
 	}
@@ -67,17 +72,14 @@ func (o Options) withDefaults() Options {
 // RunService runs this node's sync service in the calling process until
 // ctx is cancelled or the node fails: it takes the pid lock in spool.dir
 // (*AlreadyRunningError if another service holds it), builds the node with
-// NewNode, serves the control socket, keeps spool.dir/status.json current,
+// o.NewNode, serves the control socket, keeps spool.dir/status.json current,
 // and on the way out records the final status (state stopped, or
 // needs_resync or failed with the error) before it drops the lock, so
 // that whoever waits for the lock (`stop`) then reads the final status.
 //
 // It returns nil after a clean stop, or the error that ended the service:
-// one wrapping ErrNeedsResync must exit 3.
+// one wrapping ship.ErrNeedsResync must exit 3.
 func RunService(ctx context.Context, cfg config.Config, o Options) error {
-	if NewNode == nil {
-		return ErrNotBuilt
-	}
 	o = o.withDefaults()
 	dir := cfg.Spool.Dir
 	if _, err := SocketPath(dir); err != nil {
@@ -105,7 +107,7 @@ func RunService(ctx context.Context, cfg config.Config, o Options) error {
 	}
 	o.Log.Info("sync service starting", "role", cfg.Node.Role, "name", cfg.Node.Name,
 		"pid", s.pid, "spool_dir", dir)
-	node, err := NewNode(cfg, o.Log)
+	node, err := o.NewNode(cfg, o.Log, NodeOptions{Wait: o.Wait, ConfigPath: o.ConfigPath})
 	if err != nil {
 		err = fmt.Errorf("set up the %s: %w", cfg.Node.Role, err)
 		s.persist(s.final(err))
@@ -139,7 +141,7 @@ func (s *supervisor) serve(ctx context.Context) error {
 	var readyOnce sync.Once
 	ready := func() { readyOnce.Do(func() { close(readyCh) }) }
 	done := make(chan error, 1)
-	nodeCtx, cancel := context.WithCancel(WithRunOptions(ctx, RunOptions{Wait: s.o.Wait, ConfigPath: s.o.ConfigPath}))
+	nodeCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { done <- s.node.Run(nodeCtx, ready) }()
 
@@ -234,7 +236,7 @@ func (s *supervisor) finalFrom(st Status, err error) Status {
 	switch {
 	case err == nil:
 		st.State = StateStopped
-	case errors.Is(err, ErrNeedsResync):
+	case errors.Is(err, ship.ErrNeedsResync):
 		st.State, st.Error = StateNeedsResync, err.Error()
 	default:
 		st.State, st.Error = StateFailed, err.Error()

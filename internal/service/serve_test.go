@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/ship"
 )
 
 // lifecycleNode is a Node whose Run is given by the test.
 type lifecycleNode struct {
-	run func(ctx context.Context, ready func(), n *lifecycleNode) error
-	mu  sync.Mutex
-	st  Status
+	run  func(ctx context.Context, ready func(), n *lifecycleNode) error
+	opts NodeOptions // what it was built with
+	mu   sync.Mutex
+	st   Status
 }
 
 func (n *lifecycleNode) Run(ctx context.Context, ready func()) error { return n.run(ctx, ready, n) }
@@ -40,17 +42,15 @@ func (n *lifecycleNode) Command(_ context.Context, name string, args []string) (
 	return nil, fmt.Errorf("unknown command %q", name)
 }
 
-// withNode installs NewNode for one test.
-func withNode(t *testing.T, n *lifecycleNode, err error) {
-	t.Helper()
-	old := NewNode
-	NewNode = func(config.Config, *slog.Logger) (Node, error) {
+// buildNode is an Options.NewNode that builds n, or fails with err.
+func buildNode(n *lifecycleNode, err error) func(config.Config, *slog.Logger, NodeOptions) (Node, error) {
+	return func(_ config.Config, _ *slog.Logger, o NodeOptions) (Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		n.opts = o
 		return n, nil
 	}
-	t.Cleanup(func() { NewNode = old })
 }
 
 func testConfig(t *testing.T) config.Config {
@@ -71,17 +71,16 @@ func TestRunServiceCleanStop(t *testing.T) {
 	cfg := testConfig(t)
 	var gotWait time.Duration
 	n := &lifecycleNode{run: func(ctx context.Context, ready func(), n *lifecycleNode) error {
-		gotWait = RunOptionsFrom(ctx).Wait
+		gotWait = n.opts.Wait
 		n.set(StateStreaming, 17)
 		ready()
 		<-ctx.Done()
 		return nil
 	}}
-	withNode(t, n, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	readyCh := make(chan struct{})
-	done := serveInBackground(ctx, cfg, Options{Wait: 3 * time.Second, Ready: func() { close(readyCh) }})
+	done := serveInBackground(ctx, cfg, Options{Wait: 3 * time.Second, Ready: func() { close(readyCh) }, NewNode: buildNode(n, nil)})
 	<-readyCh
 
 	if pid, running, _ := Running(cfg.Spool.Dir); !running || pid == 0 {
@@ -116,7 +115,7 @@ func TestRunServiceCleanStop(t *testing.T) {
 }
 
 func TestRunServiceFailures(t *testing.T) {
-	resync := fmt.Errorf("refused by the master: %w", ErrNeedsResync)
+	resync := fmt.Errorf("refused by the master: %w", ship.ErrNeedsResync)
 	tests := []struct {
 		name     string
 		newErr   error
@@ -124,7 +123,7 @@ func TestRunServiceFailures(t *testing.T) {
 		state    string
 		wantErrs error
 	}{
-		{"needs resync", nil, resync, StateNeedsResync, ErrNeedsResync},
+		{"needs resync", nil, resync, StateNeedsResync, ship.ErrNeedsResync},
 		{"fails", nil, errors.New("connection refused"), StateFailed, nil},
 		{"cannot be built", errors.New("open spool: disk full"), nil, StateFailed, nil},
 	}
@@ -132,8 +131,7 @@ func TestRunServiceFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t)
 			n := &lifecycleNode{run: func(context.Context, func(), *lifecycleNode) error { return tt.runErr }}
-			withNode(t, n, tt.newErr)
-			err := RunService(context.Background(), cfg, Options{})
+			err := RunService(context.Background(), cfg, Options{NewNode: buildNode(n, tt.newErr)})
 			if err == nil || (tt.wantErrs != nil && !errors.Is(err, tt.wantErrs)) {
 				t.Fatalf("RunService = %v", err)
 			}
@@ -160,11 +158,10 @@ func TestRunServiceBoundedStop(t *testing.T) {
 				<-release // ignores ctx
 				return nil
 			}}
-			withNode(t, n, nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			readyCh := make(chan struct{})
 			force := make(chan struct{})
-			o := Options{Ready: func() { close(readyCh) }, Force: force, StopTimeout: time.Hour}
+			o := Options{Ready: func() { close(readyCh) }, Force: force, StopTimeout: time.Hour, NewNode: buildNode(n, nil)}
 			want := ErrForced
 			if !forced {
 				o.StopTimeout, want = 50*time.Millisecond, ErrStopTimeout
@@ -193,18 +190,8 @@ func TestRunServiceOnePerSpoolDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Release()
-	withNode(t, &lifecycleNode{}, nil)
 	var already *AlreadyRunningError
-	if err := RunService(context.Background(), cfg, Options{}); !errors.As(err, &already) {
+	if err := RunService(context.Background(), cfg, Options{NewNode: buildNode(&lifecycleNode{}, nil)}); !errors.As(err, &already) {
 		t.Errorf("RunService beside a running service = %v, want *AlreadyRunningError", err)
-	}
-}
-
-func TestRunServiceNotBuilt(t *testing.T) {
-	old := NewNode
-	NewNode = nil
-	defer func() { NewNode = old }()
-	if err := RunService(context.Background(), testConfig(t), Options{}); !errors.Is(err, ErrNotBuilt) {
-		t.Errorf("RunService without NewNode = %v", err)
 	}
 }

@@ -35,6 +35,7 @@ type Slave struct {
 	connCfg *pgx.ConnConfig
 	tlsConf *tls.Config
 	addr    string
+	opts    NodeOptions
 
 	sp       *spool.Spool
 	identity ship.Identity
@@ -64,7 +65,7 @@ type Slave struct {
 }
 
 // NewSlave checks the configuration of a slave; Run starts it.
-func NewSlave(cfg config.Config, log *slog.Logger) (*Slave, error) {
+func NewSlave(cfg config.Config, log *slog.Logger, o NodeOptions) (*Slave, error) {
 	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
 	if err != nil {
 		return nil, fmt.Errorf("repository.url: %w", err)
@@ -74,18 +75,21 @@ func NewSlave(cfg config.Config, log *slog.Logger) (*Slave, error) {
 		return nil, err
 	}
 	return &Slave{
-		cfg: cfg, log: log.With("role", "slave"), connCfg: connCfg, tlsConf: tlsConf,
+		cfg: cfg, log: log.With("role", "slave"), connCfg: connCfg, tlsConf: tlsConf, opts: o,
 		addr: net.JoinHostPort(cfg.Master.Host, strconv.Itoa(cfg.Master.Port)), state: StateStarting,
 		acks: make(chan struct{}, 1),
 	}, nil
 }
 
 // Run connects to the master and streams until ctx is done. Before it is
-// ready, a refusal or an unreachable master (unless RunOptions.Wait allows
+// ready, a refusal or an unreachable master (unless NodeOptions.Wait allows
 // waiting) is returned; afterwards every loss is retried with backoff.
 func (s *Slave) Run(ctx context.Context, ready func()) error {
 	s.startedAt = time.Now()
-	deadline := time.Now().Add(RunOptionsFrom(ctx).Wait)
+	// One deadline for all the retrying before ready: reaching the slave
+	// repository and then the master share --wait, rather than each
+	// having all of it.
+	deadline := s.startedAt.Add(s.opts.Wait)
 	for bo := newBackoff(200*time.Millisecond, 5*time.Second); ; {
 		err := s.readRepository(ctx)
 		if err == nil {
@@ -97,24 +101,26 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 		s.setState(StateRepositoryUnavailable, err.Error())
 		bo.wait(ctx, s.log, "slave repository unavailable; retrying", err)
 	}
+	opening := time.Now()
 	var err error
 	if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
 		return fmt.Errorf("open spool: %w", err)
 	}
 	defer s.sp.Close()
+	// Recovering the spool is not retrying: it leaves --wait as it was.
+	deadline = deadline.Add(time.Since(opening))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.applyLoop(gctx) })
-	g.Go(func() error { return s.connectLoop(gctx, ready) })
+	g.Go(func() error { return s.connectLoop(gctx, ready, deadline) })
 	g.Go(func() error { return s.retentionLoop(gctx) })
 	return g.Wait()
 }
 
 // connectLoop keeps a session with the master. Before the slave is ready a
-// refusal or an unreachable master (unless RunOptions.Wait allows waiting)
-// is returned; afterwards every loss is retried with backoff.
-func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
-	deadline := time.Now().Add(RunOptionsFrom(ctx).Wait)
+// refusal is returned, and so is an unreachable master once deadline has
+// passed; afterwards every loss is retried with backoff.
+func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Time) error {
 	isReady := false
 	markReady := func() {
 		if !isReady {
@@ -133,13 +139,13 @@ func (s *Slave) connectLoop(ctx context.Context, ready func()) error {
 		}
 		if errors.Is(err, ship.ErrNeedsResync) {
 			s.setState(StateNeedsResync, err.Error())
-			if s.autoResync(ctx) {
+			if s.autoResync() {
 				err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
 			}
 			if !isReady {
-				return fmt.Errorf("%w: %w", ErrNeedsResync, err)
+				return fmt.Errorf("slave needs a re-sync: %w", err)
 			}
-			bo.cur = bo.max // the master will refuse again until a re-sync
+			bo.toMax() // the master will refuse again until a re-sync
 		} else {
 			if !isReady && (permanent(err) || !time.Now().Before(deadline)) {
 				return err

@@ -39,11 +39,11 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 			// Changes of another capture history over this slave's data:
 			// only a re-sync helps (resync acts on needs_resync).
 			state = StateNeedsResync
-			bo.cur = max(bo.cur, 10*time.Second)
-			s.autoResync(ctx)
-		case errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrNeedsResync):
+			bo.atLeast(10 * time.Second)
+			s.autoResync()
+		case errors.Is(err, apply.ErrSchema) || errors.Is(err, apply.ErrRestoreInterrupted):
 			state = StateApplyError
-			bo.cur = max(bo.cur, 10*time.Second)
+			bo.atLeast(10 * time.Second)
 		}
 		s.mu.Lock()
 		s.applyState, s.applyErr = state, err.Error()
@@ -70,11 +70,11 @@ func (s *Slave) onApplied(pos uint64, _ time.Time) {
 
 // autoResync starts schedsync resync once, with resync.auto, and says
 // whether it did.
-func (s *Slave) autoResync(ctx context.Context) bool {
+func (s *Slave) autoResync() bool {
 	if !s.cfg.Resync.Auto || s.resyncLaunched.Swap(true) {
 		return false
 	}
-	if err := s.launchResync(RunOptionsFrom(ctx).ConfigPath); err != nil {
+	if err := s.launchResync(s.opts.ConfigPath); err != nil {
 		s.log.Error("resync.auto", "err", err)
 		return false
 	}

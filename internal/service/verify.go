@@ -102,7 +102,7 @@ func (s *Slave) verify(ctx context.Context) (VerifyResult, error) {
 		return VerifyResult{Differences: []checksum.Difference{{Table: "(replication)",
 			What: "the slave needs a re-sync (schedsync resync) and is not a copy of its master: " + st.Error}}}, nil
 	}
-	master, err := s.askMaster(ctx, "verify")
+	master, err := s.askMaster(ctx, ship.RequestVerify)
 	if err != nil {
 		return VerifyResult{}, err
 	}
@@ -216,7 +216,7 @@ func verifyResult(mrep, srep checksum.Report) VerifyResult {
 
 // askMaster sends a request over the current session and waits for the
 // reply.
-func (s *Slave) askMaster(ctx context.Context, kind string) ([]byte, error) {
+func (s *Slave) askMaster(ctx context.Context, kind ship.RequestKind) ([]byte, error) {
 	s.mu.Lock()
 	conn := s.conn
 	s.nextReq++

@@ -18,8 +18,8 @@ func TestVerifyWhileMasterWrites(t *testing.T) {
 	masterURL, slaveURL := newRepositories(t, `CREATE TABLE t (id bigserial PRIMARY KEY, v text, f float8, j jsonb);
 		CREATE TABLE still (id int PRIMARY KEY, v text); INSERT INTO still VALUES (1, 'untouched')`)
 	m, _ := startMaster(t, baseConfig(t, "master", masterURL))
-	s := newSlave(t, slaveConfig(t, slaveURL, m.addr))
-	if _, err := start(t, s, 10*time.Second); err != nil {
+	s := newSlave(t, slaveConfig(t, slaveURL, m.addr), 10*time.Second)
+	if _, err := start(t, s); err != nil {
 		t.Fatal(err)
 	}
 
