@@ -145,7 +145,7 @@ func (r *running) stop(t *testing.T) {
 
 func startMaster(t *testing.T, cfg config.Config) (*Master, *running) {
 	t.Helper()
-	m, err := NewMaster(cfg, testLogger(t).With("node", config.RoleMaster))
+	m, err := NewMaster(cfg, testLogger(t).With("node", "master"))
 	if err != nil {
 		t.Fatal(err)
 	}
