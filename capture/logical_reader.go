@@ -298,15 +298,15 @@ func (r *LogicalReader) Close() {
 	if r.stop != nil {
 		r.stop()
 	}
-	for _, c := range []*pgconn.PgConn{r.repl} {
-		if c != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = c.Close(ctx)
-			cancel()
-		}
-	}
+	// The receive goroutine reads r.repl until its context ends; a
+	// connection is not for two goroutines, so it is closed only after.
 	if r.done != nil {
 		<-r.done
+	}
+	if r.repl != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = r.repl.Close(ctx)
+		cancel()
 	}
 	if r.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
