@@ -452,6 +452,21 @@ func TestMasterRefusesAnotherRepository(t *testing.T) {
 // TestSeveralSlavesAndRetention: two slaves stream from one master, which
 // lists both; while one is away, retention keeps what it still needs, and
 // releases it once it has caught up.
+// auditRows counts the audit rows trigger capture has not yet confirmed.
+func auditRows(t *testing.T, url string) int {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var n int
+	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM schedsync.audit`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestSeveralSlavesAndRetention(t *testing.T) {
 	masterURL, urlA, urlB := pgtest.NewDB(t), pgtest.NewDB(t), pgtest.NewDB(t)
 	schema := `CREATE TABLE t (id int PRIMARY KEY, payload text)`
@@ -479,8 +494,13 @@ func TestSeveralSlavesAndRetention(t *testing.T) {
 		mustExec(t, masterURL, fmt.Sprintf(`INSERT INTO t SELECT g, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 10 + 0 * g))
 			FROM generate_series(%d, %d) g`, from, from+999))
 	}
+	// Caught up: capture has spooled every committed insert (the audit
+	// table is empty only once a batch is durable and confirmed), and the
+	// slave has applied all the spool holds.
 	caughtUp := func(s *Slave) func() bool {
-		return func() bool { return m.sp.DurablePosition() > 0 && s.applied.Load() == m.sp.DurablePosition() }
+		return func() bool {
+			return auditRows(t, masterURL) == 0 && m.sp.DurablePosition() > 0 && s.applied.Load() == m.sp.DurablePosition()
+		}
 	}
 	bulk(1)
 	waitFor(t, "both slaves to apply", 30*time.Second, func() bool { return caughtUp(a)() && caughtUp(b)() })
