@@ -19,6 +19,7 @@ import (
 
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/fsutil"
 	"github.com/schedsync/schedsync/ship"
 	"github.com/schedsync/schedsync/spool"
 )
@@ -223,8 +224,14 @@ func (m *Master) saveIdentity() {
 	m.mu.Lock()
 	f := identityFile{Identity: m.identity, CaptureEpoch: m.epoch.Load()}
 	m.mu.Unlock()
-	if data, err := json.Marshal(f); err == nil {
-		_ = writeFileAtomic(m.identityPath(), data, 0o600)
+	data, err := json.Marshal(f)
+	if err == nil {
+		err = fsutil.WriteFileAtomic(m.identityPath(), data, 0o600)
+	}
+	if err != nil {
+		// Only a master whose repository is down at its next start needs
+		// the file; capture rewrites it on connect.
+		m.log.Warn("save the repository's identity", "path", m.identityPath(), "err", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/schedsync/schedsync/internal/fsutil"
 	"github.com/schedsync/schedsync/ship"
 )
 
@@ -385,7 +386,7 @@ func (r *registry) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(r.path, data, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(r.path, data, 0o600); err != nil {
 		return fmt.Errorf("save slave registry: %w", err)
 	}
 	r.saved = time.Now()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/fsutil"
 )
 
 // StatusFileName is the file in spool.dir that keeps the last known status,
@@ -26,47 +27,8 @@ func SaveStatus(dir string, st Status) error {
 		return fmt.Errorf("save status: %w", err)
 	}
 	data = append(data, '\n')
-	if err := writeFileAtomic(filepath.Join(dir, StatusFileName), data, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, StatusFileName), data, 0o644); err != nil {
 		return fmt.Errorf("save status: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data so that a crash leaves the old
-// file or the new one, never a mix: temp file, fsync, rename, fsync of the
-// directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
