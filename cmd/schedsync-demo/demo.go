@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -105,7 +104,7 @@ func (d *demo) cleanup(failed bool) error {
 	if failed {
 		for _, n := range d.started {
 			fmt.Printf("\nLast lines of %s's log (%s):\n", n.name, n.logPath())
-			indent(fileTail(n.logPath(), 15))
+			indent(pgtest.FileTail(n.logPath(), 15))
 		}
 	}
 	for i := len(d.started) - 1; i >= 0; i-- { // the slave first
@@ -131,17 +130,4 @@ func (d *demo) cleanup(failed bool) error {
 		errs = append(errs, d.removeFiles())
 	}
 	return errors.Join(errs...)
-}
-
-// fileTail is the last lines of a file, or why it cannot be read.
-func fileTail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }

@@ -207,19 +207,7 @@ func (n *node) killIfRunning(t *testing.T) {
 
 // logTail is the end of the service's log file, for failure reports.
 func (n *node) logTail(lines int) string {
-	return fileTail(filepath.Join(n.spool, "schedsync.log"), lines)
-}
-
-func fileTail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
+	return pgtest.FileTail(filepath.Join(n.spool, "schedsync.log"), lines)
 }
 
 // waitFor polls cond until it holds, or fails the test after timeout with

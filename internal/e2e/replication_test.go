@@ -376,6 +376,6 @@ func (w *world) dumpLogs(t *testing.T) {
 	}
 	for name, c := range map[string]*pgtest.Cluster{"master": w.masterDB, "slave": w.slaveDB} {
 		path := filepath.Join(c.Dir, "postgres.log")
-		t.Logf("---- last lines of the %s's PostgreSQL log %s:\n%s", name, path, fileTail(path, 20))
+		t.Logf("---- last lines of the %s's PostgreSQL log %s:\n%s", name, path, pgtest.FileTail(path, 20))
 	}
 }

@@ -389,3 +389,17 @@ func childEnv() []string {
 	}
 	return append(env, "LC_ALL=C")
 }
+
+// FileTail is the last lines of a file (a server's or a service's log), or
+// why it cannot be read: for failure reports.
+func FileTail(path string, lines int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
