@@ -107,15 +107,7 @@ func TestGroupingCommitsFewerTransactions(t *testing.T) {
 	}
 	r.Capture()
 	var commits atomic.Int64
-	a := r.Applier(func(uint64, time.Time) { commits.Add(1) })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	for a.Applied() < r.Spool.DurablePosition() {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	<-done
+	r.ApplyWith(r.Applier(func(uint64, time.Time) { commits.Add(1) }))
 	r.RequireEqual()
 	if n := commits.Load(); n >= 100 {
 		t.Fatalf("%d commits for 200 waiting transactions: not grouped", n)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
@@ -49,10 +50,10 @@ func (d *testDB) logicalReader(sink Sink) (*LogicalReader, func()) {
 // counted) and returns them in order, with their transactions' headers.
 func rowChanges(t *testing.T, sink *memSink, n int) ([]change.Change, []change.TxnHeader) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var out []change.Change
-		var hdrs []change.TxnHeader
+	var out []change.Change
+	var hdrs []change.TxnHeader
+	eventually.True(t, fmt.Sprintf("%d row changes", n), 20*time.Second, func() (bool, string) {
+		out, hdrs = nil, nil
 		for _, txn := range sink.all() {
 			rows := false
 			for _, c := range txn.Changes {
@@ -65,14 +66,9 @@ func rowChanges(t *testing.T, sink *memSink, n int) ([]change.Change, []change.T
 				hdrs = append(hdrs, txn.TxnHeader)
 			}
 		}
-		if len(out) >= n {
-			return out, hdrs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited for %d row changes, have %d: %+v", n, len(out), out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(out) >= n, fmt.Sprintf("%d row changes: %+v", len(out), out)
+	})
+	return out, hdrs
 }
 
 func TestLogicalInstallRefusesWithoutWalLevelLogical(t *testing.T) {
@@ -153,7 +149,7 @@ func TestLogicalInstallIdempotentAndUninstallLeavesNoSlot(t *testing.T) {
 		t.Fatalf("uninstall with the slot in use: %v", err)
 	}
 	stop()
-	waitFor(t, "the slot to be released", func() bool {
+	eventually.That(t, "the slot to be released", 20*time.Second, func() bool {
 		return d.count(`SELECT count(*) FROM pg_replication_slots WHERE active`) == 0
 	})
 	if err := Uninstall(context.Background(), d.conn()); err != nil {
@@ -227,7 +223,7 @@ func TestLogicalCapturesEveryKindOfChange(t *testing.T) {
 		}
 	}
 	// The sequence of child.id was shipped with the batch.
-	waitFor(t, "the sequence sample", func() bool {
+	eventually.That(t, "the sequence sample", 20*time.Second, func() bool {
 		for _, txn := range sink.all() {
 			for _, c := range txn.Changes {
 				if c.Op == change.Sequence && c.Table == "child_id_seq" && c.New[0].Text == "1" {
@@ -361,17 +357,6 @@ func (d *testDB) count(sql string) int {
 		d.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestLogicalStreamFailsBeforeSync: the replication connection dies while

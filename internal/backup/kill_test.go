@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
@@ -79,43 +80,32 @@ func TestRestoreKilledMidCopy(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	watch := r.Conn(r.SlaveURL)
 	ctx := context.Background()
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		var copied int64
+	var copied int64
+	eventually.True(t, "the restore to copy rows of big", time.Minute, func() (bool, string) {
 		err := watch.QueryRow(ctx, `SELECT coalesce(max(p.tuples_processed), 0) FROM pg_stat_progress_copy p
 			JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1 AND p.relid = 'public.big'::regclass`, childAppName).Scan(&copied)
 		if err != nil {
 			t.Fatal(err)
-		}
-		if copied > 0 {
-			t.Logf("killing the restore after %d rows of big", copied)
-			break
 		}
 		select {
 		case err := <-exited:
 			t.Fatalf("the restore ended before it could be killed: %v\n%s", err, stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the restore never started copying big")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return copied > 0, "nothing copied"
+	})
+	t.Logf("killing the restore after %d rows of big", copied)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-exited
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually.True(t, "the killed restore's session to go", time.Minute, func() (bool, string) {
 		var n int
 		if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, childAppName).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the killed restore's session is still there")
-		}
-	}
+		return n == 0, fmt.Sprintf("%d session(s)", n)
+	})
 
 	requireState(t, r.SlaveURL, 0, true)
 	delete(before, "schedsync.state")

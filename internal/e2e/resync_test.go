@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
@@ -61,7 +62,7 @@ func resyncScenario(t *testing.T, mode string) {
 	}
 	l.stop()
 	l.report(t)
-	waitFor(t, "the master to capture the bulk write", 60*time.Second, func() (bool, string) {
+	eventually.True(t, "the master to capture the bulk write", 60*time.Second, func() (bool, string) {
 		st, err := w.master.status()
 		if err != nil {
 			return false, err.Error()
