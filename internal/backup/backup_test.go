@@ -208,7 +208,10 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 	}}
 	path, m := backupFile(r, Options{Progress: g})
 	during := r.Spool.DurablePosition()
-	time.Sleep(200 * time.Millisecond) // more changes after the backup
+	after := w.txns.Load()
+	eventually.True(t, "200 transactions after the backup", time.Minute, func() (bool, string) {
+		return w.txns.Load() >= after+200, fmt.Sprintf("%d", w.txns.Load()-after)
+	})
 	w.halt(t)
 	if err := c.stop(); err != nil {
 		t.Fatal(err)

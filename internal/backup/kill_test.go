@@ -17,7 +17,8 @@ import (
 
 // childEnv makes the test binary a restore process (see TestMain) that
 // loads the file in childEnv_FILE into the database at the URL in
-// childEnv, slowly, so that the parent can kill it in the middle.
+// childEnv, and stops for good in the middle of it, so that the parent can
+// kill it there.
 const (
 	childEnv     = "SCHEDSYNC_BACKUP_TEST_CHILD"
 	childAppName = "schedsync-test-restore-child"
@@ -36,21 +37,35 @@ func childRestore() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if _, err := Restore(ctx, conn, openFile(os.Getenv(childEnv+"_FILE")), RestoreOptions{Progress: &slowLoad{}}); err != nil {
+	if _, err := Restore(ctx, conn, openFile(os.Getenv(childEnv+"_FILE")), RestoreOptions{Progress: &stallLoad{}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return 0
 }
 
-// slowLoad stretches the load phase: 100 ms per chunk of 1 MiB.
-type slowLoad struct{ phase string }
+// stallRows is where the load stalls: more rows than all the tables but
+// big hold together (41,050), fewer than big's 200,000, so the load is
+// inside big's COPY whatever order the tables come in.
+const stallRows = 100_000
 
-func (s *slowLoad) Begin(phase string, _ Totals) { s.phase = phase }
-func (s *slowLoad) End()                         {}
-func (s *slowLoad) Add(int64, int64) {
-	if s.phase == "load" {
-		time.Sleep(100 * time.Millisecond)
+// stallLoad stops the load for good once stallRows rows have been read,
+// with big's COPY under way: the parent kills it there, however long it
+// takes to see it. (The stall is bounded only so that a restore whose
+// parent died does not linger.)
+type stallLoad struct {
+	phase string
+	rows  int64
+}
+
+func (s *stallLoad) Begin(phase string, _ Totals) { s.phase = phase }
+func (s *stallLoad) End()                         {}
+func (s *stallLoad) Add(rows, _ int64) {
+	if s.phase != "load" {
+		return
+	}
+	if s.rows += rows; s.rows >= stallRows {
+		time.Sleep(10 * time.Minute)
 	}
 }
 
@@ -78,6 +93,7 @@ func TestRestoreKilledMidCopy(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() }) // it stalls until killed
 	watch := r.Conn(r.SlaveURL)
 	ctx := context.Background()
 	var copied int64
