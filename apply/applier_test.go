@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/schedsync/schedsync/apply"
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 const mixedSchema = `
@@ -60,10 +63,15 @@ func TestReplayMixedWorkload(t *testing.T) {
 	r.RequireEqual()
 }
 
-// TestExactlyOnceAcrossApplierCrashes kills the applier at random moments
-// (context cancellation mid-group) and restarts it. A table without a
-// primary key is not idempotent under replay, so a transaction applied twice
-// would show as a duplicate row.
+// TestExactlyOnceAcrossApplierCrashes kills the applier again and again
+// and restarts it: as a group's commit returns, in the middle of the next
+// group before any of it is sent, with half of it sent (the server rolls
+// back), or with its COMMIT sent and the outcome never seen (the server
+// commits). Each run first commits a group or two, so every restart makes
+// progress however slow the machine. A table without a primary key is not
+// idempotent under replay, so a transaction applied twice would show as a
+// duplicate row; after every kill the slave must hold exactly the
+// transactions up to its applied position.
 func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 	r := newRig(t, `CREATE TABLE log (n int, note text); CREATE TABLE counter (id int PRIMARY KEY, n int)`, true)
 	r.Exec(r.MasterURL, `INSERT INTO counter VALUES (1, 0)`)
@@ -71,32 +79,90 @@ func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 		r.Exec(r.MasterURL, fmt.Sprintf(`INSERT INTO log VALUES (%d, 'x'); UPDATE counter SET n = n + 1`, i))
 	}
 	r.Capture()
+	end := r.Spool.DurablePosition()
 	rng := rand.New(rand.NewSource(3))
-	restarts := 0
 	slave := r.Conn(r.SlaveURL)
-	for a := r.Applier(nil); ; a = r.Applier(nil) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- a.Run(ctx) }()
-		time.Sleep(4*time.Millisecond + time.Duration(rng.Intn(16000))*time.Microsecond)
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatalf("apply: %v", err)
-		}
+	var kills [killPoints]int
+	unseenCommits := 0
+	pos := appliedExactly(t, slave)
+	restarts := 0
+	for pos < end {
 		restarts++
-		pos, err := apply.ReadApplied(context.Background(), slave)
+		ctx, cancel := context.WithCancel(context.Background())
+		plan := newKillPlan(rng, cancel, end)
+		app := fmt.Sprintf("crashing-applier-%d", restarts)
+		// About 47 bytes of changes per transaction: groups of 1 to 9.
+		a, err := plan.applier(r.SlaveURL, app, apply.SpoolLog(r.Spool), 1+rng.Intn(420))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pos == r.Spool.DurablePosition() {
-			break
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run %d, to be killed %s: %v", restarts, plan, err)
+			}
+		case <-time.After(time.Minute):
+			cancel()
+			t.Fatalf("run %d, to be killed %s, neither got there nor ended (applied %d)", restarts, plan, a.Applied())
 		}
-		if restarts > 2000 {
-			t.Fatalf("no progress: applied %d of %d", pos, r.Spool.DurablePosition())
+		cancel()
+		// The killed session's backend may still be working through what
+		// it was sent (a COMMIT). Apply takes no lock against a second
+		// session, so a run started meanwhile may apply those transactions
+		// again (without this wait the test fails so); the next run starts
+		// once the killed session has ended.
+		eventually.True(t, "the killed applier's session to end", time.Minute, func() (bool, string) {
+			var n int
+			if err := slave.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 0, fmt.Sprintf("%d session(s)", n)
+		})
+		before := pos
+		pos = appliedExactly(t, slave)
+		if pos <= before {
+			t.Fatalf("run %d, killed %s, made no progress from position %d", restarts, plan, before)
+		}
+		if pos < end {
+			kills[plan.point]++
+		}
+		if pos > plan.committed {
+			unseenCommits++
 		}
 	}
 	r.RequireEqual()
-	t.Logf("converged after %d applier restarts", restarts)
+	for point, n := range kills {
+		if n == 0 {
+			t.Errorf("the applier was never killed %s in %d runs", killPointNames[point], restarts)
+		}
+	}
+	if unseenCommits == 0 {
+		t.Errorf("no kill left a commit the applier did not see; the hardest case was not tested")
+	}
+	t.Logf("converged after %d applier runs, killed %v times %v; %d kills left a commit the applier never saw",
+		restarts, kills, killPointNames, unseenCommits)
+}
+
+// appliedExactly reads the slave's applied position and checks, in the
+// same snapshot, that the slave holds exactly the transactions up to it,
+// each once: position 1 inserted the counter, position i+1 the log row
+// n = i, which it also counted.
+func appliedExactly(t *testing.T, slave *pgx.Conn) uint64 {
+	t.Helper()
+	var pos, rows, distinct, last, counter int64
+	err := slave.QueryRow(context.Background(), `SELECT (SELECT applied_position FROM schedsync.state WHERE id = 1),
+		count(*), count(DISTINCT n), coalesce(max(n), 0), coalesce((SELECT n FROM counter WHERE id = 1), -1) FROM log`).
+		Scan(&pos, &rows, &distinct, &last, &counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := max(pos-1, 0); rows != want || distinct != want || last != want || counter != pos-1 {
+		t.Fatalf("at applied position %d the slave holds %d log rows (%d distinct, up to n = %d) and counter %d; want %d, %d, %d and %d",
+			pos, rows, distinct, last, counter, want, want, want, pos-1)
+	}
+	return uint64(pos)
 }
 
 // TestGroupingCommitsFewerTransactions: a backlog is applied in groups.
@@ -107,15 +173,7 @@ func TestGroupingCommitsFewerTransactions(t *testing.T) {
 	}
 	r.Capture()
 	var commits atomic.Int64
-	a := r.Applier(func(uint64, time.Time) { commits.Add(1) })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	for a.Applied() < r.Spool.DurablePosition() {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	<-done
+	r.ApplyWith(r.Applier(func(uint64, time.Time) { commits.Add(1) }))
 	r.RequireEqual()
 	if n := commits.Load(); n >= 100 {
 		t.Fatalf("%d commits for 200 waiting transactions: not grouped", n)

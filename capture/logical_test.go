@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
@@ -51,10 +52,10 @@ func (d *testDB) logicalReader(sink Sink) (*LogicalReader, func()) {
 // counted) and returns them in order, with their transactions' headers.
 func rowChanges(t *testing.T, sink *memSink, n int) ([]change.Change, []change.TxnHeader) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var out []change.Change
-		var hdrs []change.TxnHeader
+	var out []change.Change
+	var hdrs []change.TxnHeader
+	eventually.True(t, fmt.Sprintf("%d row changes", n), 20*time.Second, func() (bool, string) {
+		out, hdrs = nil, nil
 		for _, txn := range sink.all() {
 			rows := false
 			for _, c := range txn.Changes {
@@ -67,14 +68,9 @@ func rowChanges(t *testing.T, sink *memSink, n int) ([]change.Change, []change.T
 				hdrs = append(hdrs, txn.TxnHeader)
 			}
 		}
-		if len(out) >= n {
-			return out, hdrs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited for %d row changes, have %d: %+v", n, len(out), out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(out) >= n, fmt.Sprintf("%d row changes: %+v", len(out), out)
+	})
+	return out, hdrs
 }
 
 func TestLogicalInstallRefusesWithoutWalLevelLogical(t *testing.T) {
@@ -155,7 +151,7 @@ func TestLogicalInstallIdempotentAndUninstallLeavesNoSlot(t *testing.T) {
 		t.Fatalf("uninstall with the slot in use: %v", err)
 	}
 	stop()
-	waitFor(t, "the slot to be released", func() bool {
+	eventually.That(t, "the slot to be released", 20*time.Second, func() bool {
 		return d.count(`SELECT count(*) FROM pg_replication_slots WHERE active`) == 0
 	})
 	if err := Uninstall(context.Background(), d.conn()); err != nil {
@@ -229,7 +225,7 @@ func TestLogicalCapturesEveryKindOfChange(t *testing.T) {
 		}
 	}
 	// The sequence of child.id was shipped with the batch.
-	waitFor(t, "the sequence sample", func() bool {
+	eventually.That(t, "the sequence sample", 20*time.Second, func() bool {
 		for _, txn := range sink.all() {
 			for _, c := range txn.Changes {
 				if c.Op == change.Sequence && c.Table == "child_id_seq" && c.New[0].Text == "1" {
@@ -271,15 +267,18 @@ func TestLogicalRestartSkipsWhatTheSpoolHolds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r2.Serve(ctx) }()
-	got, _ := rowChanges(t, sink, 7)
-	time.Sleep(300 * time.Millisecond)
+	rowChanges(t, sink, 7)
+	// A later commit as a fence: anything the reader sends again reaches
+	// the sink before it.
+	d.exec(`UPDATE t SET v = 3 WHERE id = 2`)
+	rowChanges(t, sink, 8)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	got, _ = rowChanges(t, sink, 7)
-	if len(got) != 7 || got[6].New[1].Text != "2" {
-		t.Fatalf("after restart: %d changes, want 7 with the last v = 2: %+v", len(got), got)
+	got, _ := rowChanges(t, sink, 8)
+	if len(got) != 8 || got[6].New[1].Text != "2" || got[7].New[1].Text != "3" {
+		t.Fatalf("after restart: %d changes, want 8: v = 2 last of the first 7, then the fence's v = 3: %+v", len(got), got)
 	}
 }
 
@@ -309,7 +308,18 @@ func TestLogicalSnapshotEqualsItsPosition(t *testing.T) {
 			writers <- nil
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Snapshots are taken while the writers and capture are in full swing.
+	eventually.True(t, "the writers' inserts to be captured", 20*time.Second, func() (bool, string) {
+		n := 0
+		for _, txn := range sink.all() {
+			for _, c := range txn.Changes {
+				if c.Op == change.Insert {
+					n++
+				}
+			}
+		}
+		return n >= 50, fmt.Sprintf("%d captured", n)
+	})
 	for round := 0; round < 3; round++ {
 		var rows int
 		res := <-r.RequestSnapshot(func(ctx context.Context, tx pgx.Tx) error {
@@ -358,22 +368,13 @@ func mustConfig(t *testing.T, url string) *pgx.ConnConfig {
 
 func (d *testDB) count(sql string) int {
 	d.t.Helper()
+	c := d.conn()
+	defer c.Close(context.Background()) // waits call it again and again
 	var n int
-	if err := d.conn().QueryRow(context.Background(), sql).Scan(&n); err != nil {
+	if err := c.QueryRow(context.Background(), sql).Scan(&n); err != nil {
 		d.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestLogicalStreamFailsBeforeSync: the replication connection dies while
@@ -394,9 +395,14 @@ func TestLogicalStreamFailsBeforeSync(t *testing.T) {
 		if _, err := admin.Exec(context.Background(), `SELECT pg_terminate_backend($1)`, r.repl.PID()); err != nil {
 			t.Errorf("terminate the replication connection: %v", err)
 		}
-		// Until the reader has the error queued behind what it received:
-		// it then fails before the queue runs dry and it syncs.
-		time.Sleep(500 * time.Millisecond)
+		// Until the reader has the error queued behind what it received
+		// (its receive goroutine then returns): it fails before the queue
+		// runs dry and it syncs.
+		select {
+		case <-r.done:
+		case <-time.After(time.Minute):
+			t.Errorf("the reader did not see its replication connection die")
+		}
 	}
 	if err := r.Connect(context.Background()); err != nil {
 		t.Fatal(err)
@@ -410,15 +416,17 @@ func TestLogicalStreamFailsBeforeSync(t *testing.T) {
 
 	_, stop := d.logicalReader(sink.memSink)
 	d.exec(`INSERT INTO t VALUES (4)`)
-	got, _ := rowChanges(t, sink.memSink, 4)
-	time.Sleep(300 * time.Millisecond) // anything sent twice would be here by now
+	// A later commit as a fence: anything sent twice reaches the sink
+	// before it.
+	d.exec(`INSERT INTO t VALUES (5)`)
+	rowChanges(t, sink.memSink, 5)
 	stop()
-	got, _ = rowChanges(t, sink.memSink, 4)
+	got, _ := rowChanges(t, sink.memSink, 5)
 	var ids []string
 	for _, c := range got {
 		ids = append(ids, c.New[0].Text)
 	}
-	if fmt.Sprint(ids) != "[1 2 3 4]" {
-		t.Fatalf("spooled %v, want [1 2 3 4] once each", ids)
+	if fmt.Sprint(ids) != "[1 2 3 4 5]" {
+		t.Fatalf("spooled %v, want [1 2 3 4 5] once each", ids)
 	}
 }

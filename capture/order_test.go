@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 // TestLateCommitWithLowerIDs: a transaction that takes low audit ids and
@@ -77,7 +78,15 @@ func TestConflictingTransactionsArriveInCommitOrder(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // let T2 block; the order holds either way
+	admin := d.conn()
+	eventually.That(t, "T2 to wait for T1's lock", 20*time.Second, func() bool {
+		var waiting bool
+		err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock')`, c2.PgConn().PID()).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return waiting
+	})
 	if err := t1.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 // TestCrashAfterSyncBeforeDelete: the sink made a batch durable but the
@@ -83,13 +84,8 @@ func TestNotifyWakesReader(t *testing.T) {
 	go func() { done <- r.Run(ctx) }()
 	for i := 1; i <= 3; i++ {
 		d.exec(`INSERT INTO t VALUES ($1)`, i)
-		deadline := time.Now().Add(20 * time.Second)
-		for len(sink.all()) < i {
-			if time.Now().After(deadline) {
-				t.Fatalf("insert %d not delivered: the reader did not wake on NOTIFY", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		eventually.That(t, fmt.Sprintf("insert %d to be delivered (the reader wakes on NOTIFY)", i), 20*time.Second,
+			func() bool { return len(sink.all()) >= i })
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -51,13 +51,17 @@ func TestHandshakeThenStream(t *testing.T) {
 		}
 		srv <- err
 	}()
-	copts := testClientOptions()
-	copts.Timeout = 100 * time.Millisecond
-	w, err := ClientHandshake(context.Background(), cc, copts)
+	// Whether the deadline is gone is read off the connection, rather
+	// than waited out: a deadline short enough to wait out would be too
+	// short for a handshake on a busy machine.
+	dc := &deadlineConn{Conn: cc}
+	w, err := ClientHandshake(context.Background(), dc, testClientOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * copts.Timeout) // the handshake deadline must be gone
+	if set, read, write := dc.deadlines(); !set || !read.IsZero() || !write.IsZero() {
+		t.Fatalf("after the handshake (deadline set: %v) the read deadline is %v, the write deadline %v; want none", set, read, write)
+	}
 	c := NewConn(cc, ConnOptions{Heartbeat: w.Heartbeat * 100, PeerMaxFrame: w.MaxFrame})
 	m, err := c.Receive(context.Background())
 	if err != nil {
@@ -69,6 +73,44 @@ func TestHandshakeThenStream(t *testing.T) {
 	if err := <-srv; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// deadlineConn records the deadlines set on a connection.
+type deadlineConn struct {
+	net.Conn
+	mu          sync.Mutex
+	set         bool
+	read, write time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.record(&c.read, t)
+	c.record(&c.write, t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.record(&c.read, t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.record(&c.write, t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *deadlineConn) record(d *time.Time, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	*d = t
+	c.set = c.set || !t.IsZero()
+}
+
+// deadlines says whether a deadline was ever set, and the ones in force.
+func (c *deadlineConn) deadlines() (set bool, read, write time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.set, c.read, c.write
 }
 
 func TestHandshakeWrongToken(t *testing.T) {

@@ -97,19 +97,47 @@ func startHelper(t *testing.T, mode, dir string) *helper {
 	return h
 }
 
+// awaitDurable reads the helper's output until it has reported n syncs.
+func (h *helper) awaitDurable(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for n > 0 {
+		select {
+		case line, ok := <-h.lines:
+			if !ok {
+				h.cmd.Wait()
+				t.Fatalf("the helper exited before it had synced %d more times: %s", n, h.stderr.String())
+			}
+			if h.record(t, line) {
+				n--
+			}
+		case <-timeout:
+			t.Fatalf("the helper did not sync %d more times in a minute (durable %d)", n, h.durable)
+		}
+	}
+}
+
+// record notes a "durable N" line; it reports whether line was one.
+func (h *helper) record(t *testing.T, line string) bool {
+	v, ok := strings.CutPrefix(line, "durable ")
+	if !ok {
+		return false
+	}
+	p, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("helper said %q", line)
+	}
+	h.durable = max(h.durable, p)
+	return true
+}
+
 // wait collects the helper's output until it exits.
 func (h *helper) wait(t *testing.T) []string {
 	var other []string
 	for line := range h.lines {
-		if v, ok := strings.CutPrefix(line, "durable "); ok {
-			p, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				t.Fatalf("helper said %q", line)
-			}
-			h.durable = max(h.durable, p)
-			continue
+		if !h.record(t, line) {
+			other = append(other, line)
 		}
-		other = append(other, line)
 	}
 	h.cmd.Wait()
 	return other
@@ -126,7 +154,12 @@ func TestCrashRecovery(t *testing.T) {
 	var cuts countHandler
 	for i := range iters {
 		h := startHelper(t, "append", dir)
-		time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+		// Killed after a number of syncs, so that every helper gets
+		// somewhere however slow the machine, and then up to a few
+		// milliseconds later, so that the kill lands anywhere in the
+		// batches being written.
+		h.awaitDurable(t, 1+rng.IntN(40))
+		time.Sleep(time.Duration(rng.IntN(5000)) * time.Microsecond)
 		h.cmd.Process.Kill() // SIGKILL: no deferred cleanup, no final sync
 		h.wait(t)
 		if h.stderr.Len() > 0 {

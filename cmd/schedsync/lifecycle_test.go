@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/service"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 // procTimeout bounds every schedsync process a test runs.
@@ -47,7 +48,7 @@ func newTestService(t *testing.T, mode, role string) *testService {
 	t.Cleanup(func() {
 		if pid, running, _ := service.Running(spool); running && pid > 0 {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			pollUntil(t, "the service to die", func() bool { _, r, _ := service.Running(spool); return !r })
+			eventually.That(t, "the service to die", procTimeout, func() bool { _, r, _ := service.Running(spool); return !r })
 		}
 	})
 	return n
@@ -121,19 +122,6 @@ func (n *testService) running() (int, bool) {
 func (n *testService) log() string {
 	data, _ := os.ReadFile(filepath.Join(n.spool, "schedsync.log"))
 	return string(data)
-}
-
-// pollUntil polls cond until it holds; the bound is a safety net, not a
-// measurement.
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(procTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // startOK starts the service detached and returns its pid.
@@ -228,7 +216,7 @@ func TestStartAfterKill9(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, "the killed service's lock to be released", func() bool { _, r := n.running(); return !r })
+	eventually.That(t, "the killed service's lock to be released", procTimeout, func() bool { _, r := n.running(); return !r })
 	if _, err := os.Stat(filepath.Join(n.spool, service.PidFileName)); err != nil {
 		t.Fatalf("expected a stale pid file after kill -9: %v", err)
 	}

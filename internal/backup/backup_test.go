@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
@@ -183,28 +184,34 @@ func TestBackupUnderLoadConverges(t *testing.T) {
 	w := startWorkload(t, r.MasterURL)
 
 	c := startCapture(r)
-	waitFor := func(cond func() bool) {
-		for deadline := time.Now().Add(30 * time.Second); !cond() && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitFor(func() bool { return r.Spool.DurablePosition() >= 100 })
+	eventually.True(t, "capture to spool 100 transactions", time.Minute, func() (bool, string) {
+		return r.Spool.DurablePosition() >= 100, fmt.Sprintf("at position %d", r.Spool.DurablePosition())
+	})
 	// Capture lags: the snapshot will hold transactions that get
 	// positions above the backup's, whose replay onto it must converge.
 	c.paused.Store(true)
 	lagFrom := w.txns.Load()
-	waitFor(func() bool { return w.txns.Load() >= lagFrom+500 })
+	eventually.True(t, "500 transactions while capture is paused", time.Minute, func() (bool, string) {
+		return w.txns.Load() >= lagFrom+500, fmt.Sprintf("%d", w.txns.Load()-lagFrom)
+	})
 	g := &gate{wait: func() {
 		c.paused.Store(false)
 		from, pos := w.txns.Load(), r.Spool.DurablePosition()
-		deadline := time.Now().Add(30 * time.Second)
-		for (w.txns.Load() < from+300 || r.Spool.DurablePosition() < pos+50) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		// In the backup's goroutine, which must not end the test.
+		err := eventually.Wait("300 transactions and 50 captured during the backup", time.Minute, func() (bool, string) {
+			txns, captured := w.txns.Load()-from, r.Spool.DurablePosition()-pos
+			return txns >= 300 && captured >= 50, fmt.Sprintf("%d transactions, %d captured", txns, captured)
+		})
+		if err != nil {
+			t.Error(err)
 		}
 	}}
 	path, m := backupFile(r, Options{Progress: g})
 	during := r.Spool.DurablePosition()
-	time.Sleep(200 * time.Millisecond) // more changes after the backup
+	after := w.txns.Load()
+	eventually.True(t, "200 transactions after the backup", time.Minute, func() (bool, string) {
+		return w.txns.Load() >= after+200, fmt.Sprintf("%d", w.txns.Load()-after)
+	})
 	w.halt(t)
 	if err := c.stop(); err != nil {
 		t.Fatal(err)

@@ -11,12 +11,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
 // childEnv makes the test binary a restore process (see TestMain) that
 // loads the file in childEnv_FILE into the database at the URL in
-// childEnv, slowly, so that the parent can kill it in the middle.
+// childEnv, and stops for good in the middle of it, so that the parent can
+// kill it there.
 const (
 	childEnv     = "SCHEDSYNC_BACKUP_TEST_CHILD"
 	childAppName = "schedsync-test-restore-child"
@@ -35,21 +37,35 @@ func childRestore() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if _, err := Restore(ctx, conn, openFile(os.Getenv(childEnv+"_FILE")), RestoreOptions{Progress: &slowLoad{}}); err != nil {
+	if _, err := Restore(ctx, conn, openFile(os.Getenv(childEnv+"_FILE")), RestoreOptions{Progress: &stallLoad{}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return 0
 }
 
-// slowLoad stretches the load phase: 100 ms per chunk of 1 MiB.
-type slowLoad struct{ phase string }
+// stallRows is where the load stalls: more rows than all the tables but
+// big hold together (41,050), fewer than big's 200,000, so the load is
+// inside big's COPY whatever order the tables come in.
+const stallRows = 100_000
 
-func (s *slowLoad) Begin(phase string, _ Totals) { s.phase = phase }
-func (s *slowLoad) End()                         {}
-func (s *slowLoad) Add(int64, int64) {
-	if s.phase == "load" {
-		time.Sleep(100 * time.Millisecond)
+// stallLoad stops the load for good once stallRows rows have been read,
+// with big's COPY under way: the parent kills it there, however long it
+// takes to see it. (The stall is bounded only so that a restore whose
+// parent died does not linger.)
+type stallLoad struct {
+	phase string
+	rows  int64
+}
+
+func (s *stallLoad) Begin(phase string, _ Totals) { s.phase = phase }
+func (s *stallLoad) End()                         {}
+func (s *stallLoad) Add(rows, _ int64) {
+	if s.phase != "load" {
+		return
+	}
+	if s.rows += rows; s.rows >= stallRows {
+		time.Sleep(10 * time.Minute)
 	}
 }
 
@@ -77,45 +93,35 @@ func TestRestoreKilledMidCopy(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() }) // it stalls until killed
 	watch := r.Conn(r.SlaveURL)
 	ctx := context.Background()
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		var copied int64
+	var copied int64
+	eventually.True(t, "the restore to copy rows of big", time.Minute, func() (bool, string) {
 		err := watch.QueryRow(ctx, `SELECT coalesce(max(p.tuples_processed), 0) FROM pg_stat_progress_copy p
 			JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1 AND p.relid = 'public.big'::regclass`, childAppName).Scan(&copied)
 		if err != nil {
 			t.Fatal(err)
-		}
-		if copied > 0 {
-			t.Logf("killing the restore after %d rows of big", copied)
-			break
 		}
 		select {
 		case err := <-exited:
 			t.Fatalf("the restore ended before it could be killed: %v\n%s", err, stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the restore never started copying big")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return copied > 0, "nothing copied"
+	})
+	t.Logf("killing the restore after %d rows of big", copied)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-exited
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually.True(t, "the killed restore's session to go", time.Minute, func() (bool, string) {
 		var n int
 		if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, childAppName).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the killed restore's session is still there")
-		}
-	}
+		return n == 0, fmt.Sprintf("%d session(s)", n)
+	})
 
 	requireState(t, r.SlaveURL, 0, true)
 	delete(before, "schedsync.state")

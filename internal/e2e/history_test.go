@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 // windowSchema adds to the world a keyed table and a table without a
@@ -102,7 +104,7 @@ func reseedAfterReinstall(t *testing.T, from, to string) {
 
 	t.Run("old history refused", func(t *testing.T) {
 		var st status
-		waitFor(t, "the slave to need a re-sync", recoverTimeout, func() (bool, string) {
+		eventually.True(t, "the slave to need a re-sync", recoverTimeout, func() (bool, string) {
 			var err error
 			if st, err = w.slave.status(); err != nil {
 				return false, err.Error()

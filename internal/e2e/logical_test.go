@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 const (
@@ -80,7 +82,7 @@ func TestLogicalCapture(t *testing.T) {
 		// The server decodes the whole transaction before sending it: wait
 		// for it to arrive, not only for equal positions.
 		slave := connect(t, ctx, w.slave.repo)
-		waitFor(t, "the slave to hold the large transaction", catchUpTimeout, func() (bool, string) {
+		eventually.True(t, "the slave to hold the large transaction", catchUpTimeout, func() (bool, string) {
 			var n int
 			if err := slave.QueryRow(ctx, `SELECT count(*) FROM bulk`).Scan(&n); err != nil {
 				return false, err.Error()
@@ -108,7 +110,7 @@ func TestLogicalCapture(t *testing.T) {
 
 	t.Run("slot keeps little WAL once caught up", func(t *testing.T) {
 		var last string
-		waitFor(t, fmt.Sprintf("the slot to keep less than %d MiB of WAL", maxSlotWAL>>20), catchUpTimeout, func() (bool, string) {
+		eventually.True(t, fmt.Sprintf("the slot to keep less than %d MiB of WAL", maxSlotWAL>>20), catchUpTimeout, func() (bool, string) {
 			st, err := w.master.status()
 			if err != nil {
 				return false, err.Error()

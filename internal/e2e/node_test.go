@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 
@@ -24,8 +25,6 @@ const (
 	// startTimeout bounds `start --wait 30s`: the wait, plus the
 	// service's own start-up.
 	startTimeout = 90 * time.Second
-	// pollEvery is how often waits look again.
-	pollEvery = 200 * time.Millisecond
 )
 
 // node is one schedsync service, master or slave, driven through the
@@ -185,7 +184,7 @@ func (n *node) kill9(t *testing.T) {
 		t.Fatalf("%s: kill -9 %d: %v", n.name, st.PID, err)
 	}
 	t.Logf("%s: killed pid %d (SIGKILL) at position %d", n.name, st.PID, st.Position)
-	waitFor(t, n.name+" to be reported not running after kill -9", 15*time.Second, func() (bool, string) {
+	eventually.True(t, n.name+" to be reported not running after kill -9", 15*time.Second, func() (bool, string) {
 		st, err := n.status()
 		if err != nil {
 			return false, err.Error()
@@ -208,23 +207,6 @@ func (n *node) killIfRunning(t *testing.T) {
 // logTail is the end of the service's log file, for failure reports.
 func (n *node) logTail(lines int) string {
 	return pgtest.FileTail(filepath.Join(n.spool, "schedsync.log"), lines)
-}
-
-// waitFor polls cond until it holds, or fails the test after timeout with
-// the last thing cond said.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (ok bool, last string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(pollEvery)
-	}
 }
 
 // status is the contract part of `status --json` (docs/DESIGN.md), decoded
@@ -296,7 +278,7 @@ func (n *node) mustStatus(t *testing.T) status {
 func (n *node) waitStreaming(t *testing.T, timeout time.Duration) status {
 	t.Helper()
 	var st status
-	waitFor(t, n.name+" to be running and streaming", timeout, func() (bool, string) {
+	eventually.True(t, n.name+" to be running and streaming", timeout, func() (bool, string) {
 		var err error
 		if st, err = n.status(); err != nil {
 			return false, err.Error()

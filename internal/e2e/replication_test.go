@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
@@ -207,7 +208,7 @@ func (w *world) startServices(t *testing.T) {
 // waitSlaveConnected waits until the master lists the slave as connected.
 func (w *world) waitSlaveConnected(t *testing.T) {
 	t.Helper()
-	waitFor(t, "the master to list the slave as connected", recoverTimeout, func() (bool, string) {
+	eventually.True(t, "the master to list the slave as connected", recoverTimeout, func() (bool, string) {
 		st, err := w.master.status()
 		if err != nil {
 			return false, err.Error()
@@ -225,7 +226,7 @@ func (w *world) waitRecovered(t *testing.T) {
 	w.slave.waitStreaming(t, recoverTimeout)
 	w.waitSlaveConnected(t)
 	target := w.master.mustStatus(t).Position
-	waitFor(t, fmt.Sprintf("the slave to apply up to position %d", target), recoverTimeout, func() (bool, string) {
+	eventually.True(t, fmt.Sprintf("the slave to apply up to position %d", target), recoverTimeout, func() (bool, string) {
 		st, err := w.slave.status()
 		if err != nil {
 			return false, err.Error()
@@ -275,7 +276,7 @@ func (w *world) waitCaughtUp(t *testing.T) {
 	var since time.Time
 	var pos uint64
 	var m, s status
-	waitFor(t, "the slave to apply the master's position", catchUpTimeout, func() (bool, string) {
+	eventually.True(t, "the slave to apply the master's position", catchUpTimeout, func() (bool, string) {
 		var err error
 		if m, err = w.master.status(); err != nil {
 			return false, err.Error()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
@@ -61,7 +62,7 @@ func resyncScenario(t *testing.T, mode string) {
 	}
 	l.stop()
 	l.report(t)
-	waitFor(t, "the master to capture the bulk write", 60*time.Second, func() (bool, string) {
+	eventually.True(t, "the master to capture the bulk write", 60*time.Second, func() (bool, string) {
 		st, err := w.master.status()
 		if err != nil {
 			return false, err.Error()
@@ -96,12 +97,28 @@ func resyncScenario(t *testing.T, mode string) {
 
 // killResyncMidRestore runs resync --force and kills it with SIGKILL once
 // its restore has marked the slave needs_resync, that is while it loads.
+// The test holds a lock on a replicated table that the load's TRUNCATE
+// waits for, and kills it once it waits there: inside its load, however
+// fast or slow the machine.
 func (w *world) killResyncMidRestore(t *testing.T, ctx context.Context) {
 	conn, err := pgx.Connect(ctx, w.slave.repo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
+	locker, err := pgx.Connect(ctx, w.slave.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(context.Background())
+	lock, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(context.Background())
+	if _, err := lock.Exec(ctx, `LOCK TABLE job_history IN ACCESS SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
 	cmd.Env = childEnv()
 	if err := cmd.Start(); err != nil {
@@ -109,29 +126,32 @@ func (w *world) killResyncMidRestore(t *testing.T, ctx context.Context) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	eventually.True(t, "the restore to mark the slave needs_resync", 2*time.Minute, func() (bool, string) {
 		var marked bool
 		if err := conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state`).Scan(&marked); err != nil {
 			t.Fatal(err)
-		}
-		if marked {
-			break
 		}
 		select {
 		case err := <-done:
 			t.Fatalf("resync ended before it could be killed mid-restore: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the restore never started")
+		return marked, "not marked"
+	})
+	eventually.That(t, "the load to wait for the test's lock", 2*time.Minute, func() bool {
+		var waiting bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'job_history'::regclass AND NOT granted)`).Scan(&waiting); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return waiting
+	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-done
+	if err := lock.Rollback(ctx); err != nil { // the killed load's session may now end
+		t.Fatal(err)
+	}
 	var marked bool
 	if err := conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state`).Scan(&marked); err != nil || !marked {
 		t.Fatalf("after kill -9 mid-restore the slave is not marked needs_resync (%v, %v)", marked, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/change"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 	"github.com/schedsync/schedsync/ship"
 	"github.com/schedsync/schedsync/spool"
@@ -167,18 +168,6 @@ func newSlave(t *testing.T, cfg config.Config, wait time.Duration) *Slave {
 	return s
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // readSpool reads the transactions of a spool after position after, up to
 // its durable position. It reports false if after is no longer retained.
 func readSpool(t *testing.T, sp *spool.Spool, after uint64) ([]*change.Txn, bool) {
@@ -274,21 +263,21 @@ func TestStreamingSurvivesConnectionFaults(t *testing.T) {
 			time.Sleep(300 * time.Millisecond) // let cuts and stalls happen mid-stream
 		}
 	}
-	waitFor(t, "capture of every transaction", 60*time.Second, func() bool { return m.sp.DurablePosition() >= txns })
+	eventually.That(t, "capture of every transaction", 60*time.Second, func() bool { return m.sp.DurablePosition() >= txns })
 	proxy.faults.Store(false)
-	waitFor(t, "the slave to receive everything", 90*time.Second, func() bool {
+	eventually.That(t, "the slave to receive everything", 90*time.Second, func() bool {
 		return s.sp.DurablePosition() == m.sp.DurablePosition()
 	})
 	if proxy.cuts.Load() < 5 {
 		t.Fatalf("only %d cuts happened; the test proves nothing", proxy.cuts.Load())
 	}
 	compared := sameSpools(t, m.sp, s.sp)
-	waitFor(t, "the slave to apply everything", 60*time.Second, func() bool { return s.applied.Load() == m.sp.DurablePosition() })
+	eventually.That(t, "the slave to apply everything", 60*time.Second, func() bool { return s.applied.Load() == m.sp.DurablePosition() })
 	if mf, sf := tableFingerprint(t, masterURL, "t"), tableFingerprint(t, slaveURL, "t"); mf != sf {
 		t.Fatalf("slave table differs from the master's: %s vs %s", sf, mf)
 	}
 	// The slave keeps no spool it has applied: whole segments go.
-	waitFor(t, "the slave to delete applied segments", 10*time.Second, func() bool { return s.sp.FirstPosition() > 1 })
+	eventually.That(t, "the slave to delete applied segments", 10*time.Second, func() bool { return s.sp.FirstPosition() > 1 })
 	t.Logf("%d transactions identical after %d cuts and %d stalls", compared, proxy.cuts.Load(), proxy.stalls.Load())
 }
 
@@ -311,7 +300,7 @@ func TestSlaveRefusals(t *testing.T) {
 	masterURL, slaveURL := newRepositories(t, "")
 	mcfg := baseConfig(t, "master", masterURL)
 	m, _ := startMaster(t, mcfg)
-	waitFor(t, "master to reach its repository", 30*time.Second, func() bool { return m.Status().State == StateStreaming })
+	eventually.That(t, "master to reach its repository", 30*time.Second, func() bool { return m.Status().State == StateStreaming })
 
 	t.Run("wrong token", func(t *testing.T) {
 		cfg := slaveConfig(t, slaveURL, m.addr)
@@ -354,7 +343,7 @@ func TestBacklogRefusal(t *testing.T) {
 	s.stop(t)
 	// 500 rows of random text: far more than 64 KiB even compressed.
 	mustExec(t, masterURL, `INSERT INTO t SELECT g.i, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 20 + 0 * g.i)) FROM generate_series(1, 500) g(i)`)
-	waitFor(t, "capture", 30*time.Second, func() bool { return m.sp.DurablePosition() >= 1 })
+	eventually.That(t, "capture", 30*time.Second, func() bool { return m.sp.DurablePosition() >= 1 })
 
 	_, err = start(t, newSlave(t, scfg, 10*time.Second))
 	if !errors.Is(err, ship.ErrNeedsResync) {
@@ -370,7 +359,7 @@ func TestBacklogRefusal(t *testing.T) {
 		t.Fatalf("master does not mark the slave needs_resync: %+v", st.Slaves)
 	}
 	// The master no longer keeps spool for it: retention cuts to the limit.
-	waitFor(t, "retention", 10*time.Second, func() bool {
+	eventually.That(t, "retention", 10*time.Second, func() bool {
 		return m.sp.BytesAfter(m.sp.FirstPosition()-1) <= 2*int64(mcfg.Spool.MaxBacklog)+int64(mcfg.Spool.SegmentSize)
 	})
 }
@@ -412,19 +401,19 @@ func masterRepositoryRestart(t *testing.T, mode config.CaptureMode) {
 		t.Fatal(err)
 	}
 	mustExec(t, masterURL, `INSERT INTO t VALUES (1)`)
-	waitFor(t, "first row on the slave spool", 20*time.Second, func() bool { return s.sp.DurablePosition() == 1 })
+	eventually.That(t, "first row on the slave spool", 20*time.Second, func() bool { return s.sp.DurablePosition() == 1 })
 
 	if err := cl.StopImmediate(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "master_unavailable on the master", 20*time.Second, func() bool { return m.Status().State == StateMasterUnavailable })
-	waitFor(t, "master_unavailable on the slave", 20*time.Second, func() bool { return s.Status().State == StateMasterUnavailable })
+	eventually.That(t, "master_unavailable on the master", 20*time.Second, func() bool { return m.Status().State == StateMasterUnavailable })
+	eventually.That(t, "master_unavailable on the slave", 20*time.Second, func() bool { return s.Status().State == StateMasterUnavailable })
 	if err := cl.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "capture to resume", 60*time.Second, func() bool { return m.Status().State == StateStreaming })
+	eventually.That(t, "capture to resume", 60*time.Second, func() bool { return m.Status().State == StateStreaming })
 	mustExec(t, masterURL, `INSERT INTO t VALUES (2)`)
-	waitFor(t, "second row on the slave spool", 20*time.Second, func() bool { return s.sp.DurablePosition() == 2 })
+	eventually.That(t, "second row on the slave spool", 20*time.Second, func() bool { return s.sp.DurablePosition() == 2 })
 	if st := s.Status(); st.State != StateStreaming {
 		t.Fatalf("slave state %s after the master's repository came back", st.State)
 	}
@@ -438,12 +427,12 @@ func TestMasterRefusesAnotherRepository(t *testing.T) {
 	install(t, second, config.RoleMaster)
 	cfg := baseConfig(t, "master", first)
 	m, r := startMaster(t, cfg)
-	waitFor(t, "capture", 20*time.Second, func() bool { return m.Status().State == StateStreaming })
+	eventually.That(t, "capture", 20*time.Second, func() bool { return m.Status().State == StateStreaming })
 	r.stop(t)
 
 	cfg.Repository.URL = second
 	m2, _ := startMaster(t, cfg)
-	waitFor(t, "the refusal", 20*time.Second, func() bool {
+	eventually.That(t, "the refusal", 20*time.Second, func() bool {
 		st := m2.Status()
 		return st.State == StateMasterUnavailable && strings.Contains(st.Error, "was captured from")
 	})
@@ -503,7 +492,7 @@ func TestSeveralSlavesAndRetention(t *testing.T) {
 		}
 	}
 	bulk(1)
-	waitFor(t, "both slaves to apply", 30*time.Second, func() bool { return caughtUp(a)() && caughtUp(b)() })
+	eventually.That(t, "both slaves to apply", 30*time.Second, func() bool { return caughtUp(a)() && caughtUp(b)() })
 	if st := m.Status(); len(st.Slaves) != 2 || !st.Slaves[0].Connected || !st.Slaves[1].Connected {
 		t.Fatalf("master lists %+v", st.Slaves)
 	}
@@ -513,7 +502,7 @@ func TestSeveralSlavesAndRetention(t *testing.T) {
 	for i := 1; i <= 4; i++ {
 		bulk(1000*i + 1)
 	}
-	waitFor(t, "slave a to apply", 30*time.Second, caughtUp(a))
+	eventually.That(t, "slave a to apply", 30*time.Second, caughtUp(a))
 	if err := m.retain(); err != nil {
 		t.Fatal(err)
 	}
@@ -529,8 +518,8 @@ func TestSeveralSlavesAndRetention(t *testing.T) {
 	if _, err := start(t, b2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "slave-b to catch up", 30*time.Second, caughtUp(b2))
-	waitFor(t, "retention to release what slave-b no longer needs", 15*time.Second, func() bool {
+	eventually.That(t, "slave-b to catch up", 30*time.Second, caughtUp(b2))
+	eventually.That(t, "retention to release what slave-b no longer needs", 15*time.Second, func() bool {
 		return m.sp.FirstPosition() > bAt+1
 	})
 	if a, b := tableFingerprint(t, urlA, "t"), tableFingerprint(t, urlB, "t"); a != b || a != tableFingerprint(t, masterURL, "t") {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 // TestVerifyWhileMasterWrites: verify compares at one exact position, so a
@@ -43,7 +45,7 @@ func TestVerifyWhileMasterWrites(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the slave to apply something", 20*time.Second, func() bool { return s.applied.Load() > 10 })
+	eventually.That(t, "the slave to apply something", 20*time.Second, func() bool { return s.applied.Load() > 10 })
 	for i := 0; i < 3; i++ {
 		res, err := s.verify(context.Background())
 		if err != nil {

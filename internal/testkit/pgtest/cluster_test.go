@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 func startCluster(t *testing.T, opts Options) *Cluster {
@@ -180,13 +182,9 @@ func TestCreateDBAndDropDBWithReplicationSlot(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for queryString(t, conn, "SELECT count(*)::text FROM pg_replication_slots WHERE active") != "1" {
-		if time.Now().After(deadline) {
-			t.Fatal("slot busy never became active")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.That(t, "slot busy to become active", 30*time.Second, func() bool {
+		return queryString(t, conn, "SELECT count(*)::text FROM pg_replication_slots WHERE active") == "1"
+	})
 	if err := c.DropDB(ctx, "With Space"); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 // runDyingOwner runs the test binary as a process that starts a cluster and
@@ -39,15 +41,6 @@ func runDyingOwner(t *testing.T, mode string, keep bool) helperReport {
 	return r
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 func gone(path string) bool {
 	_, err := os.Stat(path)
 	return errors.Is(err, os.ErrNotExist)
@@ -55,14 +48,14 @@ func gone(path string) bool {
 
 func TestWatchdogCleansUpAfterDeadOwner(t *testing.T) {
 	r := runDyingOwner(t, "die", false)
-	waitFor(t, "the server to stop", func() bool { return refuses(r.Port) })
-	waitFor(t, "the directory to go", func() bool { return gone(r.Dir) })
+	eventually.That(t, "the server to stop", 30*time.Second, func() bool { return refuses(r.Port) })
+	eventually.That(t, "the directory to go", 30*time.Second, func() bool { return gone(r.Dir) })
 }
 
 func TestWatchdogKeepsKeptCluster(t *testing.T) {
 	r := runDyingOwner(t, "die", true)
-	waitFor(t, "the server to stop", func() bool { return refuses(r.Port) })
-	waitFor(t, "postmaster.pid to go", func() bool { return gone(filepath.Join(r.Dir, "data", "postmaster.pid")) })
+	eventually.That(t, "the server to stop", 30*time.Second, func() bool { return refuses(r.Port) })
+	eventually.That(t, "postmaster.pid to go", 30*time.Second, func() bool { return gone(filepath.Join(r.Dir, "data", "postmaster.pid")) })
 	if gone(filepath.Join(r.Dir, "data", "PG_VERSION")) {
 		t.Error("kept cluster was deleted")
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/schedsync/schedsync/internal/config"
 
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/schedsync/schedsync/apply"
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 	"github.com/schedsync/schedsync/spool"
 )
@@ -168,23 +170,24 @@ func (p *Pipeline) Applier(onApplied func(uint64, time.Time)) *apply.Applier {
 // ApplyAll runs an applier until it has applied everything in the spool.
 func (p *Pipeline) ApplyAll() {
 	p.T.Helper()
-	a := p.Applier(nil)
+	p.ApplyWith(p.Applier(nil))
+}
+
+// ApplyWith runs a until it has applied everything in the spool.
+func (p *Pipeline) ApplyWith(a *apply.Applier) {
+	p.T.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for a.Applied() < p.Spool.DurablePosition() {
+	eventually.True(p.T, "apply to reach the end of the spool", time.Minute, func() (bool, string) {
 		select {
 		case err := <-done:
-			cancel()
 			p.T.Fatalf("apply stopped at %d of %d: %v", a.Applied(), p.Spool.DurablePosition(), err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			p.T.Fatalf("apply stuck at %d of %d", a.Applied(), p.Spool.DurablePosition())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return a.Applied() >= p.Spool.DurablePosition(), fmt.Sprintf("applied %d of %d", a.Applied(), p.Spool.DurablePosition())
+	})
 	cancel()
 	if err := <-done; err != nil {
 		p.T.Fatalf("apply: %v", err)
