@@ -129,34 +129,48 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 	if _, err := conn.Exec(ctx, sessionSetup); err != nil {
 		return fmt.Errorf("set up the apply session: %w", err)
 	}
-	applied, err := ReadApplied(ctx, conn)
-	if err != nil {
+	s := &session{a: a, conn: conn, tables: tables{}}
+	if err := s.load(ctx); err != nil {
 		return err
 	}
+	for {
+		err := s.run(ctx)
+		if isUniqueViolation(err) {
+			// A row the master's state did not hold at this point (see the
+			// package doc); apply the stuck group change by change,
+			// clearing the way.
+			a.logger.Info("unique conflict in grouped apply; applying change by change", "after", a.applied.Load(), "err", err)
+			err = s.careful(ctx)
+		}
+		switch {
+		case errors.Is(err, errMoved):
+			a.logger.Info("another apply session committed meanwhile; reading the applied position again", "err", err)
+			if err := s.load(ctx); err != nil {
+				return err
+			}
+			a.opts.OnApplied(a.applied.Load(), time.Time{})
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// load reads where the slave is: its applied position and capture
+// history, and whether an interrupted restore left it marked.
+func (s *session) load(ctx context.Context) error {
+	var applied, epoch int64
 	var marked bool
-	var epoch int64
-	if err := conn.QueryRow(ctx, `SELECT needs_resync, capture_epoch FROM schedsync.state WHERE id = 1`).Scan(&marked, &epoch); err != nil {
+	err := s.conn.QueryRow(ctx, `SELECT applied_position, capture_epoch, needs_resync FROM schedsync.state WHERE id = 1`).
+		Scan(&applied, &epoch, &marked)
+	if err != nil {
 		return fmt.Errorf("read schedsync.state (run schedsync install on the slave): %w", err)
 	}
 	if marked {
 		return ErrRestoreInterrupted
 	}
-	a.applied.Store(applied)
-	a.epoch.Store(uint64(epoch))
-	s := &session{a: a, conn: conn, tables: tables{}}
-	for {
-		err := s.run(ctx)
-		if !isUniqueViolation(err) {
-			return err
-		}
-		// Replay onto rows that already hold later versions (after a
-		// restore) can collide on a unique constraint; apply the stuck
-		// group change by change, clearing the way.
-		a.logger.Info("unique conflict in grouped apply; applying change by change", "after", a.applied.Load(), "err", err)
-		if err := s.careful(ctx); err != nil {
-			return err
-		}
-	}
+	s.a.epoch.Store(uint64(epoch))
+	s.a.applied.Store(uint64(applied))
+	return nil
 }
 
 // session is one connection's apply state.
@@ -250,7 +264,7 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 			return err
 		}
 	}
-	p.queue(setApplied(pos, s.epoch))
+	p.queue(setApplied(s.a.applied.Load(), pos, s.epoch))
 	p.queue(stmt{sql: "COMMIT"})
 	if err := p.flush(ctx); err != nil {
 		return fmt.Errorf("commit applied position %d: %w", pos, err)
@@ -260,10 +274,34 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 }
 
 // setApplied records the applied position and the capture history, in
-// the transaction of the rows they cover.
-func setApplied(pos, epoch uint64) stmt {
-	return stmt{sql: `UPDATE schedsync.state SET applied_position = $1, capture_epoch = $2, updated_at = now() WHERE id = 1`,
-		args: []any{int64(pos), int64(epoch)}}
+// the transaction of the rows they cover, if the slave is still at prev,
+// where the group began (schedsync.set_applied, sql/state.sql).
+//
+// It is not, only when another apply session committed meanwhile: one
+// whose client died (a crash of the service, a lost connection) with its
+// COMMIT already sent, while its server backend went on to commit. This
+// session read the position before that commit landed, and applied the
+// same transactions again. The call waits for the other transaction's row
+// lock, finds the row moved on and raises, and the group rolls back
+// (errMoved) instead of committing them twice.
+func setApplied(prev, pos, epoch uint64) stmt {
+	return stmt{sql: `SELECT schedsync.set_applied($1, $2, $3)`, args: []any{int64(prev), int64(pos), int64(epoch)}}
+}
+
+// errMoved: another apply session committed since this one read the
+// applied position; its group is rolled back and it reads it again.
+var errMoved = errors.New("the slave's applied position moved under this apply session")
+
+// movedCode is the SQLSTATE schedsync.set_applied raises for errMoved.
+const movedCode = "SA001"
+
+// moved turns set_applied's error into errMoved.
+func moved(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == movedCode {
+		return fmt.Errorf("%w: %s", errMoved, pgErr.Message)
+	}
+	return err
 }
 
 func (s *session) applied(pos uint64, commitTime time.Time) {
@@ -274,7 +312,7 @@ func (s *session) applied(pos uint64, commitTime time.Time) {
 
 // commit ends a group applied in tx (the careful path).
 func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64, commitTime time.Time) error {
-	p.queue(setApplied(pos, s.epoch))
+	p.queue(setApplied(s.a.applied.Load(), pos, s.epoch))
 	if err := p.flush(ctx); err != nil {
 		return err
 	}
@@ -375,7 +413,7 @@ func (p *pipeline) flush(ctx context.Context) error {
 	var err error
 	for i := range queued {
 		if _, err = res.Exec(); err != nil {
-			err = fmt.Errorf("apply %s: %w", firstWords(queued[i].SQL), err)
+			err = fmt.Errorf("apply %s: %w", firstWords(queued[i].SQL), moved(err))
 			break
 		}
 	}

@@ -5,7 +5,12 @@
 // position of the last transaction of a group is written in the same slave
 // transaction as the rows it covers, so after a crash of the service or of
 // the database apply resumes exactly there: nothing is applied twice,
-// nothing skipped. Consecutive source transactions may share one slave
+// nothing skipped. The position is written only if it is still where the
+// group began (schedsync.set_applied): a session whose client died after
+// sending its COMMIT may still commit while the next session starts from
+// the position it read before, and the next session's group then rolls
+// back and reads the position again instead of committing the same
+// changes twice. Consecutive source transactions may share one slave
 // transaction (grouping), which never exposes a state between two source
 // transactions' boundaries.
 //

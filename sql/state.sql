@@ -25,3 +25,24 @@ ALTER TABLE schedsync.state ADD COLUMN IF NOT EXISTS needs_resync boolean NOT NU
 -- set by restore from the backup, or taken from the first change applied
 -- by a slave that started empty. Apply refuses changes of another history.
 ALTER TABLE schedsync.state ADD COLUMN IF NOT EXISTS capture_epoch bigint NOT NULL DEFAULT 0;
+
+-- Apply records the applied position with this, in the transaction of the
+-- rows it covers, and only if the slave is still where the group began:
+-- an apply session whose client died after sending COMMIT can still be
+-- committing while the next session starts from the position it read
+-- before that commit. The next session's call waits for the row lock, sees
+-- the position moved and raises SA001, and its transaction rolls back
+-- instead of committing the same changes twice. An error, not a row count:
+-- COMMIT travels in the same pipeline and must find the transaction
+-- aborted.
+CREATE OR REPLACE FUNCTION schedsync.set_applied(prev bigint, pos bigint, epoch bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE schedsync.state SET applied_position = pos, capture_epoch = epoch, updated_at = now()
+    WHERE id = 1 AND applied_position = prev;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the applied position is no longer %: another apply session committed meanwhile', prev
+            USING ERRCODE = 'SA001';
+    END IF;
+END
+$$;
