@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
@@ -17,19 +13,9 @@ import (
 func TestInstallAndUninstall(t *testing.T) {
 	cleanEnv(t)
 	url := pgtest.NewDB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `CREATE TABLE qrtz_jobs (id int PRIMARY KEY, name text);
+	pgtest.Exec(t, url, `CREATE TABLE qrtz_jobs (id int PRIMARY KEY, name text);
 		CREATE TABLE qrtz_triggers (id int PRIMARY KEY);
 		CREATE TABLE unrelated (id int PRIMARY KEY)`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := writeFile(t, "sync.properties", "node.role=master\nnode.name=node01\n"+
 		"repository.url="+url+"\nrepository.tables=qrtz_*\nsync.token=tok\n")
 
@@ -61,9 +47,7 @@ func TestInstallAndUninstall(t *testing.T) {
 		t.Errorf("uninstall: exit %d, stdout %s, stderr %s", code, out, errOut)
 	}
 	var left bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'schedsync')`).Scan(&left); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.QueryRow(t, url, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'schedsync')`).Scan(&left)
 	if left {
 		t.Error("schema schedsync is still there after uninstall")
 	}
@@ -72,16 +56,7 @@ func TestInstallAndUninstall(t *testing.T) {
 func TestInstallRefusesTableWithoutPrimaryKey(t *testing.T) {
 	cleanEnv(t)
 	url := pgtest.NewDB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE TABLE job_log (at timestamptz, line text)`); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.Exec(t, url, `CREATE TABLE job_log (at timestamptz, line text)`)
 	path := writeFile(t, "sync.properties", "node.role=master\nnode.name=node01\n"+
 		"repository.url="+url+"\nsync.token=tok\n")
 	code, _, errOut := cli(t, "--config", path, "install")

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/testkit/eventually"
+	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 	"github.com/schedsync/schedsync/internal/testkit/pipetest"
 )
 
@@ -271,16 +272,9 @@ func mustOpen(t *testing.T, path string) *os.File {
 
 func requireState(t *testing.T, url string, pos uint64, needsResync bool) {
 	t.Helper()
-	c, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
 	var applied int64
 	var marked bool
-	if err := c.QueryRow(context.Background(), `SELECT applied_position, needs_resync FROM schedsync.state`).Scan(&applied, &marked); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.QueryRow(t, url, `SELECT applied_position, needs_resync FROM schedsync.state`).Scan(&applied, &marked)
 	if uint64(applied) != pos || marked != needsResync {
 		t.Errorf("schedsync.state: applied_position %d, needs_resync %v; want %d, %v", applied, marked, pos, needsResync)
 	}

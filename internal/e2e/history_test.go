@@ -72,9 +72,7 @@ func reseedAfterReinstall(t *testing.T, from, to string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	w := newWorldWith(t, ctx, from, []string{"capture.allow_no_pk=true"}, nil)
-	for _, n := range []*node{w.master, w.slave} {
-		execOn(t, ctx, n.repo, windowSchema)
-	}
+	w.execBoth(t, ctx, windowSchema)
 	w.install(t)
 	if !t.Run("start", w.startServices) {
 		return

@@ -43,9 +43,7 @@ func TestLogicalCapture(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	w := newWorld(t, ctx, "logical")
-	for _, n := range []*node{w.master, w.slave} {
-		execOn(t, ctx, n.repo, logicalExtraSchema)
-	}
+	w.execBoth(t, ctx, logicalExtraSchema)
 	w.install(t)
 	if !t.Run("start", w.startServices) {
 		return
@@ -206,6 +204,14 @@ func connect(t *testing.T, ctx context.Context, url string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// execBoth runs sql on both repositories (a schema they share).
+func (w *world) execBoth(t *testing.T, ctx context.Context, sql string) {
+	t.Helper()
+	for _, n := range []*node{w.master, w.slave} {
+		execOn(t, ctx, n.repo, sql)
+	}
 }
 
 func execOn(t *testing.T, ctx context.Context, url, sql string) {

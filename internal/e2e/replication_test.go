@@ -55,15 +55,22 @@ type world struct {
 // ahead of the master's, and verify must agree and catch a changed row.
 // It runs once per capture mode.
 func TestReplicationSurvivesCrashes(t *testing.T) {
-	requirePostgres(t)
-	for _, mode := range captureModes {
-		t.Run(mode, func(t *testing.T) { replicationSurvivesCrashes(t, mode) })
-	}
+	inEachMode(t, replicationSurvivesCrashes)
 }
 
 // captureModes are the values of capture.mode; the end-to-end scenarios
 // run in each.
 var captureModes = []string{"trigger", "logical"}
+
+// inEachMode runs a scenario once per capture mode, as a subtest named
+// for it.
+func inEachMode(t *testing.T, scenario func(t *testing.T, mode string)) {
+	t.Helper()
+	requirePostgres(t)
+	for _, mode := range captureModes {
+		t.Run(mode, func(t *testing.T) { scenario(t, mode) })
+	}
+}
 
 func replicationSurvivesCrashes(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)

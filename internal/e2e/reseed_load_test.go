@@ -27,19 +27,14 @@ const (
 // and get it accepted; it then catches up and holds exactly the master's
 // rows. It runs once per capture mode.
 func TestReseedUnderLoad(t *testing.T) {
-	requirePostgres(t)
-	for _, mode := range captureModes {
-		t.Run(mode, func(t *testing.T) { reseedUnderLoad(t, mode) })
-	}
+	inEachMode(t, reseedUnderLoad)
 }
 
 func reseedUnderLoad(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	w := newWorldWith(t, ctx, mode, []string{"capture.allow_no_pk=true", fmt.Sprintf("spool.max_backlog=%d", reseedMaxBacklog)}, nil)
-	for _, n := range []*node{w.master, w.slave} {
-		execOn(t, ctx, n.repo, windowSchema)
-	}
+	w.execBoth(t, ctx, windowSchema)
 	// A repository large enough that the backup and the restore take a
 	// few seconds under the load.
 	execOn(t, ctx, w.master.repo, fmt.Sprintf(`INSERT INTO job_history (fired_at, payload)

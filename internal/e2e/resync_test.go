@@ -20,10 +20,7 @@ import (
 // brings it back, streaming and exactly equal.
 // It runs once per capture mode.
 func TestResync(t *testing.T) {
-	requirePostgres(t)
-	for _, mode := range captureModes {
-		t.Run(mode, func(t *testing.T) { resyncScenario(t, mode) })
-	}
+	inEachMode(t, resyncScenario)
 }
 
 func resyncScenario(t *testing.T, mode string) {

@@ -37,16 +37,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func mustExec(t *testing.T, url, sql string, args ...any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	pgtest.Exec(t, url, sql, args...)
 }
 
 func install(t *testing.T, url string, role config.Role) {
@@ -283,16 +274,8 @@ func TestStreamingSurvivesConnectionFaults(t *testing.T) {
 
 func tableFingerprint(t *testing.T, url, table string) string {
 	t.Helper()
-	c, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
 	var fp string
-	err = c.QueryRow(context.Background(), `SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM `+table+` x`).Scan(&fp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pgtest.QueryRow(t, url, `SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM `+table+` x`).Scan(&fp)
 	return fp
 }
 
@@ -444,15 +427,8 @@ func TestMasterRefusesAnotherRepository(t *testing.T) {
 // auditRows counts the audit rows trigger capture has not yet confirmed.
 func auditRows(t *testing.T, url string) int {
 	t.Helper()
-	c, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
 	var n int
-	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM schedsync.audit`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM schedsync.audit`).Scan(&n)
 	return n
 }
 

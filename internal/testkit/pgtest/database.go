@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -85,4 +86,48 @@ func dropSlots(ctx context.Context, conn *pgx.Conn, db string) error {
 func isObjectInUse(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55006"
+}
+
+// Row is one row of a query run by QueryRow.
+type Row struct {
+	t    testing.TB
+	conn *pgx.Conn
+	row  pgx.Row
+	sql  string
+}
+
+// QueryRow runs sql on a connection of its own to url; Scan reads its one
+// row and closes the connection. Any error fails the test.
+func QueryRow(t testing.TB, url, sql string, args ...any) Row {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	return Row{t: t, conn: conn, row: conn.QueryRow(context.Background(), sql, args...), sql: sql}
+}
+
+// Scan reads the row into dest.
+func (r Row) Scan(dest ...any) {
+	r.t.Helper()
+	defer r.conn.Close(context.Background())
+	if err := r.row.Scan(dest...); err != nil {
+		r.t.Fatalf("%.200s: %v", r.sql, err)
+	}
+}
+
+// Exec runs sql on a connection of its own to url; any error fails the
+// test.
+func Exec(t testing.TB, url, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%.200s: %v", sql, err)
+	}
 }

@@ -87,14 +87,7 @@ func (p *Pipeline) Conn(url string) *pgx.Conn {
 // Exec runs sql on url in a connection of its own.
 func (p *Pipeline) Exec(url, sql string, args ...any) {
 	p.T.Helper()
-	c, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		p.T.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	if _, err := c.Exec(context.Background(), sql, args...); err != nil {
-		p.T.Fatalf("%.200s: %v", sql, err)
-	}
+	pgtest.Exec(p.T, url, sql, args...)
 }
 
 // Poll runs one capture poll; concurrent calls take turns.
