@@ -1,6 +1,8 @@
 package capture
 
 import (
+	"slices"
+
 	"github.com/schedsync/schedsync/internal/config"
 
 	"context"
@@ -270,6 +272,17 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 		if err != nil {
 			return err
 		}
+		full, err := replicaIdentityFull(ctx, tx)
+		if err != nil {
+			return err
+		}
+		locked := full
+		for _, t := range have {
+			locked = append(locked, t.quoted())
+		}
+		if err := lockTables(ctx, tx, locked, "ACCESS EXCLUSIVE"); err != nil {
+			return err
+		}
 		for _, t := range have {
 			if err := dropTriggers(ctx, tx, t); err != nil {
 				return err
@@ -278,7 +291,7 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 		if _, err := tx.Exec(ctx, `DROP PUBLICATION IF EXISTS `+PublicationName); err != nil {
 			return fmt.Errorf("drop publication %s: %w", PublicationName, err)
 		}
-		if err := resetReplicaIdentity(ctx, tx); err != nil {
+		if err := resetReplicaIdentity(ctx, tx, full); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS schedsync CASCADE`); err != nil {
@@ -288,17 +301,18 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 	})
 }
 
-// resetReplicaIdentity puts back REPLICA IDENTITY DEFAULT on the tables
-// install set to FULL, if they still exist and are still FULL.
-func resetReplicaIdentity(ctx context.Context, tx pgx.Tx) error {
+// replicaIdentityFull lists the tables install set to REPLICA IDENTITY
+// FULL that still exist and still are.
+func replicaIdentityFull(ctx context.Context, tx pgx.Tx) ([]string, error) {
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass('schedsync.meta') IS NOT NULL`).Scan(&exists); err != nil || !exists {
-		return err
+		return nil, err
 	}
 	list, err := getMeta(ctx, tx, "replica_identity_full")
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []string
 	for _, qname := range splitList(list) {
 		var full *bool
 		err := tx.QueryRow(ctx, `SELECT relreplident = 'f' FROM pg_class WHERE oid = to_regclass($1)`, qname).Scan(&full)
@@ -306,11 +320,37 @@ func resetReplicaIdentity(ctx context.Context, tx pgx.Tx) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("look up %s: %w", qname, err)
+			return nil, fmt.Errorf("look up %s: %w", qname, err)
 		}
+		out = append(out, qname)
+	}
+	return out, nil
+}
+
+// resetReplicaIdentity puts back REPLICA IDENTITY DEFAULT on the tables
+// install set to FULL (replicaIdentityFull).
+func resetReplicaIdentity(ctx context.Context, tx pgx.Tx, qnames []string) error {
+	for _, qname := range qnames {
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s REPLICA IDENTITY DEFAULT`, qname)); err != nil {
 			return fmt.Errorf("reset the replica identity of %s: %w", qname, err)
 		}
+	}
+	return nil
+}
+
+// lockTables takes the locks the DDL on qnames needs, all in one
+// statement before any DDL, in a random order: a transaction of the
+// scheduler that holds one of them and waits for another must not find
+// install holding the second and waiting for the first attempt after
+// attempt.
+func lockTables(ctx context.Context, tx pgx.Tx, qnames []string, mode string) error {
+	if len(qnames) == 0 {
+		return nil
+	}
+	qnames = slices.Clone(qnames)
+	rand.Shuffle(len(qnames), func(i, j int) { qnames[i], qnames[j] = qnames[j], qnames[i] })
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(qnames, ", ")+" IN "+mode+" MODE"); err != nil {
+		return fmt.Errorf("lock the tables: %w", err)
 	}
 	return nil
 }
@@ -333,16 +373,19 @@ func matchTables(patterns []string, schema, name string) bool {
 }
 
 // ddlTx runs install's or uninstall's transaction, again when it cannot
-// get a lock in time or loses a deadlock: it takes table locks one table
-// at a time while the scheduler keeps writing, and a writer that holds one
-// of them while it waits for another would otherwise deadlock with it.
-// Each lock is waited for ddlLockTimeout at most, shorter than the
-// server's deadlock_timeout, so that neither the scheduler nor install
-// waits long, and the transaction is tried again after a pause.
+// get its locks in time or loses a deadlock: install takes table locks
+// while the scheduler keeps writing, and a scheduler transaction that
+// holds one of them while it waits for another would deadlock with it.
+// Each lock is waited for a short while (growing from 100 ms to 500 ms,
+// below the server's deadlock_timeout, so that install, not the
+// scheduler, gives way), then the transaction is tried again after a short
+// random pause, for ddlPatience in all.
 func ddlTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
+	deadline := time.Now().Add(ddlPatience)
+	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ddlLockTimeout.Milliseconds())); err != nil {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", wait.Milliseconds())); err != nil {
 				return err
 			}
 			// Concurrent installs and uninstalls take turns.
@@ -355,22 +398,18 @@ func ddlTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
 		if err == nil || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "55P03") {
 			return err
 		}
-		if attempt == ddlAttempts {
-			return fmt.Errorf("%w (tried %d times while the tables were busy: run it again, or at a quieter moment)", err, attempt)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w (tried %d times in %s while the scheduler kept the tables busy: run it again, or at a quieter moment)",
+				err, attempt, ddlPatience)
 		}
-		pause := min(time.Duration(attempt)*50*time.Millisecond, time.Second)
-		pause += time.Duration(rand.N(int64(pause)))
+		wait = min(wait*3/2, 500*time.Millisecond)
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(pause):
+		case <-time.After(time.Duration(10+rand.IntN(90)) * time.Millisecond):
 		}
 	}
 }
 
-// ddlLockTimeout bounds each lock wait of install and uninstall; ddlAttempts
-// bounds their attempts (about a minute in all).
-const (
-	ddlLockTimeout = 200 * time.Millisecond
-	ddlAttempts    = 60
-)
+// ddlPatience bounds how long install and uninstall try to get their locks.
+const ddlPatience = 2 * time.Minute

@@ -38,9 +38,32 @@ func installTriggers(ctx context.Context, tx pgx.Tx, opts InstallOptions, rep *I
 		return &NoPrimaryKeyError{Tables: noPK}
 	}
 	rep.NoPK = noPK
+	have, err := listTriggered(ctx, tx)
+	if err != nil {
+		return err
+	}
 	wanted := map[string]bool{}
 	for _, t := range want {
 		wanted[t.String()] = true
+	}
+	// CREATE TRIGGER needs SHARE ROW EXCLUSIVE, DROP TRIGGER ACCESS
+	// EXCLUSIVE: one mode for all, taken at once.
+	var locked []string
+	mode := "SHARE ROW EXCLUSIVE"
+	for _, t := range want {
+		if !t.hasTrigger {
+			locked = append(locked, t.quoted())
+		}
+	}
+	for _, t := range have {
+		if !wanted[t.String()] {
+			locked, mode = append(locked, t.quoted()), "ACCESS EXCLUSIVE"
+		}
+	}
+	if err := lockTables(ctx, tx, locked, mode); err != nil {
+		return err
+	}
+	for _, t := range want {
 		rep.Tables = append(rep.Tables, t.String())
 		if t.hasTrigger {
 			continue
@@ -49,10 +72,6 @@ func installTriggers(ctx context.Context, tx pgx.Tx, opts InstallOptions, rep *I
 			return err
 		}
 		rep.Added = append(rep.Added, t.String())
-	}
-	have, err := listTriggered(ctx, tx)
-	if err != nil {
-		return err
 	}
 	for _, t := range have {
 		if wanted[t.String()] {

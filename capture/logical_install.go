@@ -174,6 +174,15 @@ func installPublication(ctx context.Context, tx pgx.Tx, opts InstallOptions, rep
 	}
 	// A table without a key must log its whole old row, or UPDATE and
 	// DELETE on it fail once it is published.
+	var locked []string
+	for _, name := range noPK {
+		if t := want[slices.IndexFunc(want, func(t tableRef) bool { return t.String() == name })]; t.replIdent != 'f' {
+			locked = append(locked, t.quoted())
+		}
+	}
+	if err := lockTables(ctx, tx, locked, "ACCESS EXCLUSIVE"); err != nil {
+		return err
+	}
 	for _, name := range noPK {
 		t := want[slices.IndexFunc(want, func(t tableRef) bool { return t.String() == name })]
 		if t.replIdent == 'f' {

@@ -91,12 +91,14 @@ func reseedAfterReinstall(t *testing.T, from, to string) {
 	w.master.stop(t)
 	before := w.master.mustStatus(t).Position
 	change("while the master service is stopped")
-	w.master.mustRun(t, cmdTimeout, "uninstall")
+	began := time.Now()
+	w.master.mustRun(t, ddlTimeout, "uninstall")
+	t.Logf("uninstall under the load took %s", time.Since(began).Round(time.Millisecond))
 	change("while nothing captures")
 	time.Sleep(time.Second) // the load goes on, uncaptured
 	w.master.setMode(t, to)
 	w.slave.setMode(t, to)
-	t.Logf("install (%s):\n%s", to, w.master.mustRun(t, cmdTimeout, "install"))
+	t.Logf("install (%s):\n%s", to, w.master.mustRun(t, ddlTimeout, "install"))
 	w.master.start(t)
 	w.master.waitStreaming(t, recoverTimeout)
 

@@ -152,10 +152,10 @@ func TestSwitchCaptureMode(t *testing.T) {
 			// Writes go on while the master service is down: the slave must
 			// be re-seeded to have them.
 			time.Sleep(time.Second)
-			w.master.mustRun(t, cmdTimeout, "uninstall")
+			w.master.mustRun(t, ddlTimeout, "uninstall")
 			w.master.setMode(t, to)
 			w.slave.setMode(t, to)
-			out := w.master.mustRun(t, cmdTimeout, "install")
+			out := w.master.mustRun(t, ddlTimeout, "install")
 			t.Logf("install:\n%s", out)
 			w.master.start(t)
 			if st := w.master.waitStreaming(t, recoverTimeout); st.CaptureMode != to {

@@ -20,8 +20,13 @@ import (
 )
 
 const (
-	// cmdTimeout bounds every schedsync command but start and verify.
+	// cmdTimeout bounds every schedsync command but start and verify, and
+	// install and uninstall under load.
 	cmdTimeout = 30 * time.Second
+	// ddlTimeout bounds install and uninstall while the workload runs:
+	// they wait for moments when the scheduler leaves the tables alone
+	// (up to two minutes, capture's ddlPatience).
+	ddlTimeout = 150 * time.Second
 	// startTimeout bounds `start --wait 30s`: the wait, plus the
 	// service's own start-up.
 	startTimeout = 90 * time.Second
