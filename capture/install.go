@@ -1,10 +1,6 @@
 package capture
 
 import (
-	"slices"
-
-	"github.com/schedsync/schedsync/internal/config"
-
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -12,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/config"
 	sqlfiles "github.com/schedsync/schedsync/sql"
 )
 

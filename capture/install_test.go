@@ -1,13 +1,13 @@
 package capture
 
 import (
-	"github.com/schedsync/schedsync/internal/config"
-
 	"context"
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/schedsync/schedsync/internal/config"
 )
 
 // catalogState fingerprints every object install may touch, by xmin, so a

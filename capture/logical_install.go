@@ -1,8 +1,6 @@
 package capture
 
 import (
-	"github.com/schedsync/schedsync/internal/config"
-
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/config"
 )
 
 // PublicationName is the publication logical capture reads. Publications

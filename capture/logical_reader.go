@@ -1,8 +1,6 @@
 package capture
 
 import (
-	"github.com/schedsync/schedsync/internal/config"
-
 	"bytes"
 	"context"
 	"errors"
@@ -18,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/config"
 )
 
 // LogicalOptions configures a LogicalReader.
@@ -230,13 +229,10 @@ func installedSlot(ctx context.Context, conn *pgx.Conn) (string, error) {
 // checkpoint, so even a confirmed one after a server crash); those
 // transactions are skipped by LSN.
 func (r *LogicalReader) recover(ctx context.Context) error {
-	// Transactions appended before a failure and not yet synced are made
-	// durable first, so that they are found below and skipped when the
+	// Transactions appended before a failure are made durable by
+	// recoverState, so that they are found below and skipped when the
 	// slot sends them again.
-	if err := r.sink.Sync(ctx); err != nil {
-		return fmt.Errorf("make spooled transactions durable: %w", err)
-	}
-	st, err := readCaptureState(ctx, r.conn)
+	st, err := recoverState(ctx, r.conn, r.sink)
 	if err != nil {
 		return err
 	}

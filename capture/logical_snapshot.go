@@ -192,14 +192,11 @@ func (r *LogicalReader) runSnapshot(ctx context.Context, reqs []snapshotRequest,
 		return fmt.Errorf("connect for a snapshot: %w", err)
 	}
 	defer conn.Close(context.Background())
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := BeginInSnapshot(ctx, conn, res.SnapshotName)
 	if err != nil {
-		return fmt.Errorf("begin the snapshot transaction: %w", err)
+		return err
 	}
 	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(res.SnapshotName, "'", "''")+"'"); err != nil {
-		return fmt.Errorf("import the exported snapshot: %w", err)
-	}
 	// Imported: the temporary slot may go (closing its connection drops it).
 	_ = rc.Close(ctx)
 	cpCh <- cp

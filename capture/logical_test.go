@@ -1,8 +1,6 @@
 package capture
 
 import (
-	"github.com/schedsync/schedsync/internal/config"
-
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )

@@ -1,14 +1,13 @@
 package capture
 
 import (
-	"github.com/schedsync/schedsync/internal/config"
-
 	"context"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 )
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +84,22 @@ func ExportSnapshot(ctx context.Context, r Snapshotter, imp func(ctx context.Con
 		mu.Unlock()
 		return SnapshotResult{}, ctx.Err()
 	}
+}
+
+// BeginInSnapshot begins a REPEATABLE READ, READ ONLY transaction on conn
+// in the exported snapshot name (of a transaction that must still be
+// open): a backup imports ExportSnapshot's this way, logical capture a
+// temporary slot's.
+func BeginInSnapshot(ctx context.Context, conn *pgx.Conn, name string) (pgx.Tx, error) {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("begin the snapshot transaction: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(name, "'", "''")+"'"); err != nil {
+		_ = tx.Rollback(context.Background())
+		return nil, fmt.Errorf("import the exported snapshot %s: %w", name, err)
+	}
+	return tx, nil
 }
 
 type snapshotRequest struct {

@@ -19,7 +19,14 @@ type captureState struct {
 	epoch uint64
 }
 
-func readCaptureState(ctx context.Context, conn *pgx.Conn) (captureState, error) {
+// recoverState starts either reader's crash recovery: it makes durable
+// what the sink holds (a poll or a stream that failed after appending part
+// of a batch left those transactions there, not yet synced, so that
+// recovery would not see them) and reads capture_state.
+func recoverState(ctx context.Context, conn *pgx.Conn, sink Sink) (captureState, error) {
+	if err := sink.Sync(ctx); err != nil {
+		return captureState{}, fmt.Errorf("make spooled transactions durable: %w", err)
+	}
 	var pos, lsn, epoch int64
 	err := conn.QueryRow(ctx, `SELECT position, lsn, epoch FROM schedsync.capture_state WHERE id = 1`).Scan(&pos, &lsn, &epoch)
 	if err != nil {

@@ -165,13 +165,10 @@ func (r *TriggerReader) recover(ctx context.Context) error {
 		}
 	}
 	// A poll that failed after appending some of its transactions left
-	// them in the spool, not yet durable, while their audit rows stay:
-	// made durable now, they are found below and their rows deleted,
-	// instead of being delivered a second time.
-	if err := r.sink.Sync(ctx); err != nil {
-		return fmt.Errorf("make spooled transactions durable: %w", err)
-	}
-	st, err := readCaptureState(ctx, r.conn)
+	// them in the spool, while their audit rows stay: made durable by
+	// recoverState, they are found below and their rows deleted, instead
+	// of being delivered a second time.
+	st, err := recoverState(ctx, r.conn, r.sink)
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,13 @@ func TestBytesAfterIsExact(t *testing.T) {
 			if got := s.BytesAfter(p); got != want(p) {
 				t.Fatalf("%s: BytesAfter(%d) = %d, the files hold %d bytes from the first record after it", what, p, got, want(p))
 			}
+			// BacklogWithin answers from its bound or reads: either way
+			// exactly as BytesAfter, right at the limit too.
+			for _, limit := range []int64{want(p) - 1, want(p), want(p) + 1} {
+				if got := s.BacklogWithin(p, limit); got != (want(p) <= limit) {
+					t.Fatalf("%s: BacklogWithin(%d, %d) = %v with %d bytes after it", what, p, limit, got, want(p))
+				}
+			}
 		}
 	}
 	check("whole spool")

@@ -1,13 +1,13 @@
 package spool
 
 import (
-	"github.com/schedsync/schedsync/internal/fsutil"
-
 	"cmp"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/schedsync/schedsync/internal/fsutil"
 )
 
 // What a crash can leave behind, given the write order (records are only

@@ -1,8 +1,6 @@
 package spool
 
 import (
-	"github.com/schedsync/schedsync/internal/fsutil"
-
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +8,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/schedsync/schedsync/internal/fsutil"
 )
 
 // A segment file is a header followed by records. Its name gives its range

@@ -18,8 +18,6 @@
 package spool
 
 import (
-	"github.com/schedsync/schedsync/internal/fsutil"
-
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +27,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/schedsync/schedsync/internal/fsutil"
 )
 
 // Options configure a spool. Only Dir is required.
@@ -199,39 +199,69 @@ func (s *Spool) FirstPosition() uint64 {
 // transaction still in the write buffer is not on disk and not counted.
 func (s *Spool) BytesAfter(pos uint64) int64 {
 	s.mu.Lock()
-	if pos >= s.last {
+	bound, g, from, end := s.backlogBound(pos)
+	if g == nil {
 		s.mu.Unlock()
-		return 0
+		return bound
 	}
-	act := s.segs[len(s.segs)-1]
-	end := act.start + act.size
-	i := s.segmentFor(pos)
-	if i < 0 {
-		s.mu.Unlock()
-		return end - s.segs[0].start
-	}
-	g := s.segs[i]
-	from, size := g.seek(pos), g.size
-	if c := g.cache; c.valid && c.pos <= pos && c.off > from {
-		from = c.off
-	}
+	size := g.size
 	// Opened under s.mu, like NewReader: sealing renames the file under it.
 	f, err := os.Open(s.path(g.name))
 	s.mu.Unlock()
 	if err != nil {
-		// Deleted meanwhile by retention: count from the indexed boundary.
-		return end - g.start - from
+		return bound // deleted meanwhile by retention
 	}
 	off, ok := firstRecordAfter(f, from, size, pos)
 	f.Close()
 	if !ok {
-		return end - g.start - from // never undercount
+		return bound // never undercount
 	}
 	s.mu.Lock()
 	g.cache = bytesCache{valid: true, pos: pos, off: off}
 	s.mu.Unlock()
-	if off == segHeaderSize {
-		off = 0 // the whole segment, header included, is after pos
+	return g.bytesFrom(off, end)
+}
+
+// BacklogWithin reports whether BytesAfter(pos) is at most limit, and
+// reads the spool only when the in-memory bound cannot tell: the master
+// asks it at every ack of every slave.
+func (s *Spool) BacklogWithin(pos uint64, limit int64) bool {
+	s.mu.Lock()
+	bound, _, _, _ := s.backlogBound(pos)
+	s.mu.Unlock()
+	return bound <= limit || s.BytesAfter(pos) <= limit
+}
+
+// backlogBound is BytesAfter(pos) without I/O, or a bound that is never
+// less: counted from the nearest known record boundary (the index, or
+// BytesAfter's last answer) at or before the first record after pos. When
+// it is only a bound, it returns the segment and that boundary, from which
+// BytesAfter reads on, and the spool-wide end of what was written. s.mu is
+// held.
+func (s *Spool) backlogBound(pos uint64) (bound int64, g *segment, from, end int64) {
+	act := s.segs[len(s.segs)-1]
+	end = act.start + act.size
+	if pos >= s.last {
+		return 0, nil, 0, end
+	}
+	i := s.segmentFor(pos)
+	if i < 0 {
+		return end - s.segs[0].start, nil, 0, end
+	}
+	g = s.segs[i]
+	from = g.seek(pos)
+	if c := g.cache; c.valid && c.pos <= pos && c.off > from {
+		from = c.off
+	}
+	return g.bytesFrom(from, end), g, from, end
+}
+
+// bytesFrom is the spool bytes from offset off of g, a record boundary, to
+// end (spool-wide): from the segment's start, header included, when off
+// is its first record.
+func (g *segment) bytesFrom(off, end int64) int64 {
+	if off <= segHeaderSize {
+		off = 0
 	}
 	return end - (g.start + off)
 }

@@ -1,8 +1,6 @@
 package spool
 
 import (
-	"github.com/schedsync/schedsync/internal/fsutil"
-
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/fsutil"
 )
 
 // writer is the appending side of the spool, touched only under Spool.wmu.

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/schedsync/schedsync/internal/fsutil"
-
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +11,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/fsutil"
 	"github.com/schedsync/schedsync/internal/service"
 )
 
@@ -57,7 +57,7 @@ func (a *app) runBackup(ctx context.Context, cfg *config.Config, out string) err
 	defer conn.Close(context.Background())
 	var tx pgx.Tx
 	at, err := service.ImportSnapshot(ctx, cfg.Spool.Dir, func(ctx context.Context, name string) (err error) {
-		tx, err = backup.BeginSnapshot(ctx, conn, name)
+		tx, err = capture.BeginInSnapshot(ctx, conn, name)
 		return err
 	})
 	if errors.Is(err, service.ErrNotRunning) {

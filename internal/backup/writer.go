@@ -57,24 +57,9 @@ type At struct {
 	CaptureMode string `json:"capture_mode"`
 }
 
-// BeginSnapshot begins a REPEATABLE READ, READ ONLY transaction on conn in
-// the exported snapshot name, for Write. The exporting transaction must
-// still be open.
-func BeginSnapshot(ctx context.Context, conn *pgx.Conn, name string) (pgx.Tx, error) {
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return nil, fmt.Errorf("begin the backup snapshot: %w", err)
-	}
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(name, "'", "''")+"'"); err != nil {
-		_ = tx.Rollback(context.Background())
-		return nil, fmt.Errorf("import the capture snapshot %s: %w", name, err)
-	}
-	return tx, nil
-}
-
 // Write streams a backup of the master repository into w: every
 // replicated table and the sequences, read in tx, whose snapshot must be
-// the one capture reported at (see BeginSnapshot, and the package doc for
+// the one capture reported at (see capture.BeginInSnapshot, and the package doc for
 // why streaming from at.Position converges exactly). The caller ends tx.
 // Memory stays flat whatever the size of the tables.
 func Write(ctx context.Context, tx pgx.Tx, w io.Writer, at At, opts Options) (Manifest, error) {

@@ -157,12 +157,9 @@ func (s *ControlServer) accept() {
 func (s *ControlServer) serveConn(conn *net.UnixConn) {
 	defer conn.Close()
 	reply := func(v any) {
-		data, err := json.Marshal(v)
-		if err != nil {
-			data, _ = json.Marshal(controlReply{Error: "marshal reply: " + err.Error()})
+		if err := sendLine(conn, v); err != nil && !errors.Is(err, net.ErrClosed) {
+			_ = sendLine(conn, controlReply{Error: "reply: " + err.Error()})
 		}
-		_ = conn.SetWriteDeadline(time.Now().Add(requestTimeout))
-		_, _ = conn.Write(append(data, '\n'))
 	}
 	if err := checkPeer(conn); err != nil {
 		s.log.Warn("control socket refused a client", "err", err)
@@ -201,7 +198,7 @@ func (s *ControlServer) serveConn(conn *net.UnixConn) {
 func sendLine(conn net.Conn, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return fmt.Errorf("marshal reply: %w", err)
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(requestTimeout))
 	_, err = conn.Write(append(data, '\n'))

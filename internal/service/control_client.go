@@ -30,14 +30,29 @@ const maxReplyLine = 16 << 20
 // nothing listens on the socket, and the service's message when the
 // command failed there. Without a deadline in ctx it gives up after 10 s.
 func Request(ctx context.Context, dir, name string, args ...string) (json.RawMessage, error) {
-	path, err := SocketPath(dir)
-	if err != nil {
-		return nil, err
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
+	}
+	conn, err := dialControl(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := strings.Join(append([]string{name}, args...), " ") + "\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		return nil, fmt.Errorf("control %s: send: %w", name, err)
+	}
+	return readReply(bufio.NewReader(io.LimitReader(conn, maxReplyLine)), name)
+}
+
+// dialControl connects to the control socket in dir, for as long as ctx
+// lasts.
+func dialControl(ctx context.Context, dir string) (net.Conn, error) {
+	path, err := SocketPath(dir)
+	if err != nil {
+		return nil, err
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
@@ -50,18 +65,19 @@ func Request(ctx context.Context, dir, name string, args ...string) (json.RawMes
 		}
 		return nil, fmt.Errorf("connect to control socket: %w", err)
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	// Ends a read or write in progress when ctx ends; it does not outlive
+	// the connection in any way that matters.
+	context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return conn, nil
+}
 
-	req := strings.Join(append([]string{name}, args...), " ") + "\n"
-	if _, err := io.WriteString(conn, req); err != nil {
-		return nil, fmt.Errorf("control %s: send: %w", name, err)
-	}
-	line, err := bufio.NewReader(io.LimitReader(conn, maxReplyLine)).ReadBytes('\n')
+// readReply reads one JSON reply line of command name, and turns a
+// failure ({"control_error": ...}) into an error.
+func readReply(br *bufio.Reader, name string) (json.RawMessage, error) {
+	line, err := br.ReadBytes('\n')
 	if err != nil {
 		return nil, fmt.Errorf("control %s: read reply: %w", name, err)
 	}
@@ -99,36 +115,22 @@ func QueryStatus(ctx context.Context, dir string) (Status, error) {
 // stream. `schedsync backup` reads the repository in that snapshot. It
 // returns an error wrapping ErrNotRunning when no service answers.
 func ImportSnapshot(ctx context.Context, dir string, imp func(ctx context.Context, name string) error) (backup.At, error) {
-	path, err := SocketPath(dir)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute+capture.ImportTimeout)
+	defer cancel()
+	conn, err := dialControl(ctx, dir)
 	if err != nil {
 		return backup.At{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute+capture.ImportTimeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return backup.At{}, fmt.Errorf("%w (no service on %s)", ErrNotRunning, path)
-		}
-		return backup.At{}, fmt.Errorf("connect to control socket: %w", err)
-	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	if _, err := io.WriteString(conn, "snapshot\n"); err != nil {
 		return backup.At{}, fmt.Errorf("control snapshot: send: %w", err)
 	}
 	br := bufio.NewReader(io.LimitReader(conn, maxReplyLine))
 	var exported struct {
-		Snapshot string  `json:"snapshot"`
-		Error    *string `json:"control_error"`
+		Snapshot string `json:"snapshot"`
 	}
-	if err := readReply(br, &exported); err != nil {
+	if err := readInto(br, &exported); err != nil {
 		return backup.At{}, err
-	}
-	if exported.Error != nil {
-		return backup.At{}, fmt.Errorf("control snapshot: %s", *exported.Error)
 	}
 	if err := imp(ctx, exported.Snapshot); err != nil {
 		return backup.At{}, err
@@ -136,26 +138,18 @@ func ImportSnapshot(ctx context.Context, dir string, imp func(ctx context.Contex
 	if _, err := io.WriteString(conn, "imported\n"); err != nil {
 		return backup.At{}, fmt.Errorf("control snapshot: send: %w", err)
 	}
-	var at struct {
-		backup.At
-		Error *string `json:"control_error"`
-	}
-	if err := readReply(br, &at); err != nil {
-		return backup.At{}, err
-	}
-	if at.Error != nil {
-		return backup.At{}, fmt.Errorf("control snapshot: %s", *at.Error)
-	}
-	return at.At, nil
+	var at backup.At
+	return at, readInto(br, &at)
 }
 
-func readReply(br *bufio.Reader, v any) error {
-	line, err := br.ReadBytes('\n')
+// readInto reads one reply of the snapshot dialogue into v.
+func readInto(br *bufio.Reader, v any) error {
+	raw, err := readReply(br, "snapshot")
 	if err != nil {
-		return fmt.Errorf("control snapshot: read reply: %w", err)
+		return err
 	}
-	if err := json.Unmarshal(line, v); err != nil {
-		return fmt.Errorf("control snapshot: malformed reply %.80q: %w", line, err)
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("control snapshot: malformed reply %.80q: %w", raw, err)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func (m *Master) sendBackup(ctx context.Context, conn *ship.Conn, id uint64, sla
 	defer db.Close(context.Background())
 	var tx pgx.Tx
 	at, err := m.exactSnapshot(ctx, slave, func(ctx context.Context, name string) (err error) {
-		tx, err = backup.BeginSnapshot(ctx, db, name)
+		tx, err = capture.BeginInSnapshot(ctx, db, name)
 		return err
 	})
 	if err != nil {

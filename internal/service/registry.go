@@ -71,6 +71,7 @@ type spoolExtent interface {
 	FirstPosition() uint64
 	DurablePosition() uint64
 	BytesAfter(pos uint64) int64
+	BacklogWithin(pos uint64, limit int64) bool
 }
 
 func loadRegistry(path string) (*registry, error) {
@@ -192,8 +193,8 @@ func (r *registry) ack(name string, received, applied uint64, sp spoolExtent, ma
 		rec.caughtUp = rec.LastSeen
 	}
 	var out ackOutcome
-	switch b := sp.BytesAfter(rec.Applied); {
-	case b <= maxBacklog:
+	switch {
+	case sp.BacklogWithin(rec.Applied, maxBacklog):
 		if r.releasePinsLocked(name) {
 			out.released = true
 			if err := r.saveLocked(); err != nil {
@@ -201,6 +202,7 @@ func (r *registry) ack(name string, received, applied uint64, sp spoolExtent, ma
 			}
 		}
 	case !r.pinnedForLocked(rec.Applied, time.Now()):
+		b := sp.BytesAfter(rec.Applied)
 		r.markLocked(rec, b, maxBacklog)
 		out.marked, out.backlog = true, b
 		return out, r.saveLocked()

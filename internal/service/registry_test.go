@@ -73,6 +73,8 @@ func (s fixedSpool) BytesAfter(pos uint64) int64 {
 	return int64((s.last - max(pos, s.first-1)) * s.perPos)
 }
 
+func (s fixedSpool) BacklogWithin(pos uint64, limit int64) bool { return s.BytesAfter(pos) <= limit }
+
 // Sessions of one slave racing to be admitted: one is attached, the others
 // are told the name is busy, and the one attached is the one a backlog
 // mark refuses and the one a detach lets go.

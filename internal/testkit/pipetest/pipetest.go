@@ -6,8 +6,6 @@
 package pipetest
 
 import (
-	"github.com/schedsync/schedsync/internal/config"
-
 	"context"
 	"fmt"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"github.com/schedsync/schedsync/apply"
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/testkit/eventually"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
 	"github.com/schedsync/schedsync/spool"
@@ -122,12 +121,8 @@ func (p *Pipeline) Snapshot(conn *pgx.Conn) (pgx.Tx, capture.SnapshotResult) {
 		}
 	}()
 	var tx pgx.Tx
-	res, err := capture.ExportSnapshot(ctx, p.Reader, func(ctx context.Context, name string) error {
-		var err error
-		tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-		if err == nil {
-			_, err = tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+name+"'")
-		}
+	res, err := capture.ExportSnapshot(ctx, p.Reader, func(ctx context.Context, name string) (err error) {
+		tx, err = capture.BeginInSnapshot(ctx, conn, name)
 		return err
 	})
 	close(done)
