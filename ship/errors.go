@@ -29,6 +29,10 @@ var (
 	// ErrProtocol: the peer sent bytes that are not this protocol (a
 	// malformed or oversized frame, an unexpected message).
 	ErrProtocol = errors.New("protocol error")
+	// ErrFenced: a node of a higher generation exists, so the master of a
+	// lower one must not serve (it was replaced by a promotion), and a
+	// node must not follow it.
+	ErrFenced = errors.New("fenced")
 )
 
 // Code says why a peer refused to start or to go on. The numbers are part
@@ -44,6 +48,7 @@ const (
 	CodeNotReady       Code = 6
 	CodeTLSMismatch    Code = 7
 	CodeProtocol       Code = 8
+	CodeFenced         Code = 9
 )
 
 var codeSentinels = map[Code]error{
@@ -55,6 +60,7 @@ var codeSentinels = map[Code]error{
 	CodeNotReady:       ErrNotReady,
 	CodeTLSMismatch:    ErrTLSMismatch,
 	CodeProtocol:       ErrProtocol,
+	CodeFenced:         ErrFenced,
 }
 
 func (c Code) String() string {
@@ -178,3 +184,11 @@ type kindError struct {
 func (e *kindError) Error() string        { return e.msg }
 func (e *kindError) Is(target error) bool { return target == e.kind }
 func (e *kindError) Unwrap() error        { return e.cause }
+
+// RefuseFenced refuses a peer because the master refusing it is of a
+// lower generation than the peer has seen: a promotion replaced it.
+func RefuseFenced(master string, generation, peerGeneration uint64) *RefusedError {
+	return &RefusedError{Code: CodeFenced, Message: fmt.Sprintf(
+		"master %s is fenced: its generation %d is lower than generation %d, which the connecting node has seen; it was replaced by a promotion and no longer serves",
+		master, generation, peerGeneration)}
+}

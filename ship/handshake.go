@@ -107,8 +107,10 @@ type ClientOptions struct {
 	Applied  uint64   // last position committed in the slave's repository
 	Received uint64   // last position durable in the slave's spool
 	Epoch    uint64   // the capture history of the slave's data; 0 if none yet
-	MaxFrame int      // the largest frame this slave accepts; 0 means DefaultMaxFrame
-	Purpose  string   // PurposeStream or PurposeBackup
+	// Generation is the highest generation this node has seen.
+	Generation uint64
+	MaxFrame   int    // the largest frame this slave accepts; 0 means DefaultMaxFrame
+	Purpose    string // PurposeStream, PurposeBackup or PurposeProbe
 	Timeout  time.Duration
 }
 
@@ -148,7 +150,7 @@ func ClientHandshake(ctx context.Context, conn net.Conn, opts ClientOptions) (We
 func (h *handshake) clientRun(opts ClientOptions) (Welcome, error) {
 	hello := Hello{
 		Version: ProtocolVersion, Name: opts.Name, Identity: opts.Identity,
-		Applied: opts.Applied, Received: opts.Received, Epoch: opts.Epoch,
+		Applied: opts.Applied, Received: opts.Received, Epoch: opts.Epoch, Generation: opts.Generation,
 		MaxFrame: clampMaxFrame(opts.MaxFrame), Purpose: opts.Purpose, nonce: newNonce(),
 	}
 	if err := h.write(typeHello, hello.encode(nil)); err != nil {

@@ -8,8 +8,10 @@ import (
 // ProtocolVersion is the version of this wire protocol. Bump it for any
 // change of a frame's layout; the handshake refuses a peer with another.
 // Version 2 added the capture epoch to Hello and Welcome, and to the
-// transactions the records carry.
-const ProtocolVersion uint16 = 2
+// transactions the records carry; version 3 the generation to Hello and
+// Welcome, the fork of a promoted master's history to Welcome, and the
+// probe purpose.
+const ProtocolVersion uint16 = 3
 
 // Identity names a repository database: which PostgreSQL cluster, which
 // database in it, and which run of the server, so that the master can tell
@@ -87,8 +89,12 @@ type Hello struct {
 	Received uint64   // last position durable in the slave's spool
 	// Epoch is the capture history of the slave's data (0: none yet, a
 	// slave that starts empty).
-	Epoch    uint64
-	MaxFrame int // the largest frame the slave accepts
+	Epoch uint64
+	// Generation is the highest generation the node has seen: a master
+	// refuses to serve a node that has seen a higher one than its own,
+	// and fences itself (see docs/DESIGN.md, Failover).
+	Generation uint64
+	MaxFrame   int // the largest frame the slave accepts
 	// Purpose is what the connection is for: PurposeStream (the empty
 	// string) to stream changes, PurposeBackup to fetch a backup, which
 	// a slave refused for its backlog may still do.
@@ -100,6 +106,9 @@ type Hello struct {
 const (
 	PurposeStream = ""
 	PurposeBackup = "backup"
+	// PurposeProbe asks only for the master's Welcome, for its
+	// generation: a node that starts as master asks its failover.peers.
+	PurposeProbe = "probe"
 )
 
 func (h *Hello) encode(buf []byte) []byte {
@@ -110,6 +119,7 @@ func (h *Hello) encode(buf []byte) []byte {
 	buf = appendU64(buf, h.Applied)
 	buf = appendU64(buf, h.Received)
 	buf = appendU64(buf, h.Epoch)
+	buf = appendU64(buf, h.Generation)
 	buf = appendU32(buf, uint32(h.MaxFrame))
 	return appendStr(buf, h.Purpose)
 }
@@ -135,6 +145,7 @@ func decodeHello(p []byte) (Hello, error) {
 	h.Applied = d.u64("hello applied")
 	h.Received = d.u64("hello received")
 	h.Epoch = d.u64("hello epoch")
+	h.Generation = d.u64("hello generation")
 	h.MaxFrame = int(d.u32("hello max frame"))
 	h.Purpose = d.str("hello purpose", maxStateLen)
 	if err := d.done("hello"); err != nil {
@@ -146,7 +157,7 @@ func decodeHello(p []byte) (Hello, error) {
 	if err := checkMaxFrame("hello", h.MaxFrame); err != nil {
 		return Hello{}, err
 	}
-	if h.Purpose != PurposeStream && h.Purpose != PurposeBackup {
+	if h.Purpose != PurposeStream && h.Purpose != PurposeBackup && h.Purpose != PurposeProbe {
 		return Hello{}, protocolf("hello: unknown purpose %q", cleanText(h.Purpose))
 	}
 	return h, nil
@@ -203,6 +214,21 @@ type Welcome struct {
 	StartAfter uint64
 	// Epoch is the master's current capture history (0 if not known yet).
 	Epoch uint64
+	// Generation is the master's generation: a slave refuses to follow a
+	// master of a lower generation than it has seen.
+	Generation uint64
+	// Adopt, when set, tells the slave that its data ends exactly where
+	// the master's history Epoch forked from the slave's (a promoted
+	// master continues its old master's history from the position it had
+	// applied): the slave takes Epoch as its data's history before it
+	// applies what follows.
+	Adopt bool
+	// ForkEpoch and ForkPosition: a promoted master's capture history
+	// continues history ForkEpoch after ForkPosition (both 0 for a first
+	// master). Fail-back uses them to tell which of the old master's
+	// transactions its successor never got.
+	ForkEpoch    uint64
+	ForkPosition uint64
 	// Heartbeat is the master's sync.heartbeat. Both sides use it, so that
 	// they agree when the other is dead (after twice this without a frame).
 	Heartbeat time.Duration
@@ -218,6 +244,14 @@ func (w *Welcome) encode(buf []byte) []byte {
 	buf = appendU64(buf, w.LastPosition)
 	buf = appendU64(buf, w.StartAfter)
 	buf = appendU64(buf, w.Epoch)
+	buf = appendU64(buf, w.Generation)
+	adopt := byte(0)
+	if w.Adopt {
+		adopt = 1
+	}
+	buf = append(buf, adopt)
+	buf = appendU64(buf, w.ForkEpoch)
+	buf = appendU64(buf, w.ForkPosition)
 	buf = appendU32(buf, uint32(w.Heartbeat/time.Millisecond))
 	return appendU32(buf, uint32(w.MaxFrame))
 }
@@ -234,6 +268,18 @@ func decodeWelcome(p []byte) (Welcome, error) {
 	w.LastPosition = d.u64("welcome last position")
 	w.StartAfter = d.u64("welcome start")
 	w.Epoch = d.u64("welcome epoch")
+	w.Generation = d.u64("welcome generation")
+	switch d.u8("welcome adopt") {
+	case 0:
+	case 1:
+		w.Adopt = true
+	default:
+		if d.err == nil {
+			return Welcome{}, protocolf("welcome: adopt flag is not 0 or 1")
+		}
+	}
+	w.ForkEpoch = d.u64("welcome fork epoch")
+	w.ForkPosition = d.u64("welcome fork position")
 	w.Heartbeat = time.Duration(d.u32("welcome heartbeat")) * time.Millisecond
 	w.MaxFrame = int(d.u32("welcome max frame"))
 	if err := d.done("welcome"); err != nil {

@@ -31,3 +31,11 @@ CREATE TABLE IF NOT EXISTS schedsync.capture_state (
 ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS lsn bigint NOT NULL DEFAULT 0;
 INSERT INTO schedsync.capture_state (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
+
+-- A promoted master's capture history forks from its old master's: the
+-- new history (epoch) continues the parent one after fork_position, the
+-- last position the promoted node had applied. A slave whose data is of
+-- parent_epoch and ends exactly at fork_position (the old master after a
+-- switchover) streams on without a re-seed.
+ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS parent_epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE schedsync.capture_state ADD COLUMN IF NOT EXISTS fork_position bigint NOT NULL DEFAULT 0;

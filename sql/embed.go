@@ -14,7 +14,7 @@ import (
 // SchemaVersion is recorded in schedsync.meta. Install re-runs the scripts
 // only when the recorded version differs, so a second install changes
 // nothing.
-const SchemaVersion = "4"
+const SchemaVersion = "5"
 
 // State creates schema schedsync with the tables every node has: the
 // metadata row and the apply state of a slave.

@@ -46,3 +46,8 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The node's generation (docs/DESIGN.md, Failover): the first master's is
+-- 1, and each promotion makes the promoted node's one higher than any it
+-- has seen. Kept here and in spool.dir/node.json; the higher counts.
+ALTER TABLE schedsync.state ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0;

@@ -151,8 +151,3 @@ func (a *app) withConfig(fn func(cmd *cobra.Command, cfg *config.Config, args []
 		return fn(cmd, cfg, args)
 	})
 }
-
-// notImplemented is what a contract command says until its issue lands.
-func notImplemented(where string) error {
-	return fmt.Errorf("not implemented yet (%s)", where)
-}

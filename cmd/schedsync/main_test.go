@@ -131,21 +131,14 @@ func TestVerifyNeedsARunningSlave(t *testing.T) {
 	}
 }
 
-func TestUnimplementedCommandsExit1(t *testing.T) {
+// TestPromoteOnAMasterDoesNothing: promote is idempotent; on a master it
+// says so and exits 0 without touching anything.
+func TestPromoteOnAMasterDoesNothing(t *testing.T) {
 	cleanEnv(t)
 	path := writeFile(t, "sync.properties", masterProps(t))
-	tests := []struct {
-		args []string
-		msg  string
-	}{
-		{[]string{"promote"}, "schedsync promote: not implemented yet (a later issue: failover)"},
-	}
-	for _, tt := range tests {
-		args := append([]string{"--config", path}, tt.args...)
-		code, _, errOut := cli(t, args...)
-		if code != exitFailure || !strings.HasPrefix(errOut, tt.msg) {
-			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tt.args, code, errOut, tt.msg)
-		}
+	code, out, errOut := cli(t, "--config", path, "promote")
+	if code != 0 || !strings.Contains(out, "is already the master") {
+		t.Errorf("promote on a master: exit %d, stdout %q, stderr %q; want 0 and 'is already the master'", code, out, errOut)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/service"
@@ -126,14 +127,40 @@ func (a *app) fetchAndRestore(ctx context.Context, cfg *config.Config) (backup.M
 	}
 	defer os.Remove(path)
 	fmt.Fprintf(a.stdout, "fetching a backup from the master at %s\n", cfg.Master.Addr())
-	size, err := service.FetchBackup(ctx, *cfg, &spaceChecker{w: f, dir: cfg.Spool.Dir})
+	size, welcome, err := service.FetchBackup(ctx, *cfg, &spaceChecker{w: f, dir: cfg.Spool.Dir})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return backup.Manifest{}, size, fmt.Errorf("fetch the backup: %w", err)
 	}
+	// Fail-back: an old master keeps what it captured and its successor
+	// never got in a file, and drops its capture state, before its data
+	// is replaced.
+	lost, err := service.SaveUnshipped(ctx, *cfg, capture.Fork{Parent: welcome.ForkEpoch, Position: welcome.ForkPosition}, cliLogger(a.stderr))
+	if err != nil {
+		return backup.Manifest{}, size, fmt.Errorf("save what this node captured as master and never shipped (nothing was overwritten): %w", err)
+	}
+	if lost.Transactions > 0 {
+		fmt.Fprintf(a.stdout, "this node captured %d transaction(s) as master that master %s never got; they are in %s\n",
+			lost.Transactions, welcome.Name, lost.Path)
+	}
 	m, err := a.restoreFrom(ctx, cfg, path)
+	if err != nil {
+		return m, size, err
+	}
+	st, _, err := service.LoadNodeState(cfg.Spool.Dir)
+	if err != nil {
+		return m, size, err
+	}
+	if st.Role != config.RoleSlave || st.Generation < welcome.Generation {
+		why := "resync"
+		if st.Role == config.RoleMaster {
+			why = "failback"
+		}
+		err = service.SaveNodeState(cfg.Spool.Dir, service.NodeState{Role: config.RoleSlave,
+			Generation: max(st.Generation, welcome.Generation), Why: why, Since: time.Now().UTC()})
+	}
 	return m, size, err
 }
 

@@ -20,7 +20,12 @@ func printStatus(w io.Writer, st service.Status) {
 func formatStatus(w io.Writer, st service.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-	row("role", st.Role)
+	role := st.Role
+	if st.ConfigRole != "" {
+		role += fmt.Sprintf(" (persisted after a failover; node.role in the config file says %s)", st.ConfigRole)
+	}
+	row("role", role)
+	row("generation", strconv.FormatUint(st.Generation, 10))
 	row("name", st.Name)
 	running := "no"
 	if st.Running {

@@ -11,7 +11,7 @@ import (
 func TestFormatStatusMaster(t *testing.T) {
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	st := service.Status{
-		Role: "master", Name: "node01", Running: true, PID: 1234, State: service.StateStreaming,
+		Role: "master", ConfigRole: "slave", Generation: 3, Name: "node01", Running: true, PID: 1234, State: service.StateStreaming,
 		Position: 981234, LagSeconds: 0.25, BacklogBytes: 3 << 20, UpdatedAt: now.Add(-2 * time.Second),
 		Slaves: []service.SlaveStatus{
 			{Name: "node02", Connected: true, AppliedPosition: 981200, BacklogBytes: 1500, LastSeen: now.Add(-time.Second)},
@@ -20,14 +20,15 @@ func TestFormatStatusMaster(t *testing.T) {
 	}
 	var b strings.Builder
 	formatStatus(&b, st, now)
-	want := `role:      master
-name:      node01
-running:   yes (pid 1234)
-state:     streaming
-position:  981234
-lag:       0.2s
-backlog:   3MiB
-updated:   2s ago
+	want := `role:        master (persisted after a failover; node.role in the config file says slave)
+generation:  3
+name:        node01
+running:     yes (pid 1234)
+state:       streaming
+position:    981234
+lag:         0.2s
+backlog:     3MiB
+updated:     2s ago
 slaves:
   NAME        CONNECTED  APPLIED  BACKLOG  NEEDS RESYNC  LAST SEEN
   node02      yes        981200   1.5KiB   no            1s ago

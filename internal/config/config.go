@@ -128,10 +128,22 @@ type ResyncConfig struct {
 	Auto bool // resync.auto: re-sync by itself when refused for its backlog
 }
 
-// FailoverConfig holds the shell hooks run when a node changes role.
+// FailoverConfig is how a node changes role: the shell hooks it runs, the
+// peers it asks before serving as master, and automatic promotion.
 type FailoverConfig struct {
-	PromoteCommand string // failover.promote_command
-	DemoteCommand  string // failover.demote_command
+	PromoteCommand string   // failover.promote_command
+	DemoteCommand  string   // failover.demote_command
+	Peers          []string // failover.peers: the other nodes' sync ports, host:port
+	// Auto (failover.auto): a slave promotes itself once its master has
+	// been unreachable for Timeout (failover.timeout), if it reaches
+	// Witness (failover.witness) and, with ProbeURL (failover.probe_url)
+	// set, the master's repository does not answer either; never with
+	// more than MaxLag (failover.max_lag) of unapplied backlog.
+	Auto     bool
+	Timeout  time.Duration
+	Witness  string
+	ProbeURL string
+	MaxLag   Size
 }
 
 // ApplyConfig tunes how the slave groups source transactions into one
@@ -168,7 +180,8 @@ func DefaultConfig() Config {
 			SegmentSize:      64 * MiB,
 			CompressionLevel: "fastest",
 		},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:      LogConfig{Level: "info", Format: "text"},
+		Failover: FailoverConfig{Timeout: 30 * time.Second, MaxLag: 1 * MiB},
 		Apply: ApplyConfig{
 			BatchMaxBytes: 8 * MiB,
 			BatchMaxDelay: 10 * time.Millisecond,

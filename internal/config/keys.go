@@ -59,6 +59,12 @@ var keys = []Key{
 	{"resync.auto", KindBool, func(c *Config) any { return &c.Resync.Auto }},
 	{"failover.promote_command", KindString, func(c *Config) any { return &c.Failover.PromoteCommand }},
 	{"failover.demote_command", KindString, func(c *Config) any { return &c.Failover.DemoteCommand }},
+	{"failover.peers", KindList, func(c *Config) any { return &c.Failover.Peers }},
+	{"failover.auto", KindBool, func(c *Config) any { return &c.Failover.Auto }},
+	{"failover.timeout", KindDuration, func(c *Config) any { return &c.Failover.Timeout }},
+	{"failover.witness", KindString, func(c *Config) any { return &c.Failover.Witness }},
+	{"failover.probe_url", KindString, func(c *Config) any { return &c.Failover.ProbeURL }},
+	{"failover.max_lag", KindSize, func(c *Config) any { return &c.Failover.MaxLag }},
 	{"apply.batch_max_bytes", KindSize, func(c *Config) any { return &c.Apply.BatchMaxBytes }},
 	{"apply.batch_max_delay", KindDuration, func(c *Config) any { return &c.Apply.BatchMaxDelay }},
 }

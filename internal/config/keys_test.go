@@ -117,6 +117,7 @@ func TestTextRoundTrips(t *testing.T) {
 	c.Capture.PollInterval = 1500 * time.Millisecond
 	c.Spool.MaxBacklog = 1536 * MiB
 	c.Resync.Auto = true
+	c.Failover.Peers = []string{"10.0.0.2:7700", "[::1]:7701"}
 	var back Config
 	for _, k := range Keys() {
 		if err := k.Set(&back, k.Text(&c)); err != nil {

@@ -40,6 +40,7 @@ func (c *Config) Validate() error {
 	v.tls(c)
 	v.spool(c)
 	v.log(c)
+	v.failover(c)
 	v.apply(c)
 	return errors.Join(v.errs...)
 }
@@ -217,6 +218,33 @@ func (v *validator) log(c *Config) {
 	v.absPath("log.file", c.Log.File)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
+}
+
+// failoverHeartbeats: failover.timeout must span this many heartbeats, or
+// a slave would take one late heartbeat for a dead master (Patroni checks
+// its loop_wait and retry_timeout against ttl the same way).
+const failoverHeartbeats = 3
+
+func (v *validator) failover(c *Config) {
+	f := c.Failover
+	for _, p := range f.Peers {
+		if _, port, err := net.SplitHostPort(p); err != nil || port == "" {
+			v.bad("failover.peers", p, "list the other nodes' sync ports as host:port, such as 10.0.0.2:7700")
+		}
+	}
+	if f.MaxLag < 0 {
+		v.bad("failover.max_lag", f.MaxLag.String(), "use a size of 0 or more, such as 1MiB")
+	}
+	if min := failoverHeartbeats * c.Sync.Heartbeat; f.Timeout < min {
+		v.bad("failover.timeout", f.Timeout.String(), fmt.Sprintf(
+			"use at least %d × sync.heartbeat (%s): a master is declared dead only after it missed several heartbeats",
+			failoverHeartbeats, min))
+	}
+	if f.Auto && f.Witness == "" {
+		v.problem("failover.witness", "", "is required when failover.auto = true",
+			"name a third party the slave must reach before it promotes itself (a libpq URL of another PostgreSQL server, or host:port), "+
+				"so that a slave cut off from the network never promotes itself while the master still runs; or set failover.auto = false")
+	}
 }
 
 func (v *validator) apply(c *Config) {

@@ -180,16 +180,26 @@ func TestSwitchCaptureMode(t *testing.T) {
 // setMode rewrites capture.mode in the node's config file.
 func (n *node) setMode(t *testing.T, mode string) {
 	t.Helper()
+	n.setKey(t, "capture.mode", mode)
+}
+
+// setKey sets key in the node's config file: rewrites its line, or adds it.
+func (n *node) setKey(t *testing.T, key, value string) {
+	t.Helper()
 	data, err := os.ReadFile(n.config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
+	found := false
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if strings.HasPrefix(line, "capture.mode=") {
-			line = "capture.mode=" + mode
+		if strings.HasPrefix(line, key+"=") {
+			line, found = key+"="+value, true
 		}
 		out = append(out, line)
+	}
+	if !found {
+		out = append(out, key+"="+value)
 	}
 	if err := os.WriteFile(n.config, []byte(strings.Join(out, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)

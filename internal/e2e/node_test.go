@@ -40,6 +40,7 @@ type node struct {
 	config string // the .properties file
 	spool  string // spool.dir: pid file, log, segments
 	repo   string // repository.url, for the test's own queries
+	listen int    // sync.listen's port
 }
 
 // nodeConfig is what differs between the two nodes' config files.
@@ -58,7 +59,7 @@ func newNode(t *testing.T, bin string, c nodeConfig) *node {
 	t.Helper()
 	dir := t.TempDir()
 	n := &node{bin: bin, name: c.name, config: filepath.Join(dir, c.name+".properties"),
-		spool: filepath.Join(dir, "spool"), repo: c.repo}
+		spool: filepath.Join(dir, "spool"), repo: c.repo, listen: c.listen}
 	props := []string{
 		"node.role=" + c.role,
 		"node.name=" + c.name,
@@ -218,6 +219,8 @@ func (n *node) logTail(lines int) string {
 // independently of the service package so that a renamed field shows.
 type status struct {
 	Role             string        `json:"role"`
+	ConfigRole       string        `json:"config_role"`
+	Generation       uint64        `json:"generation"`
 	Running          bool          `json:"running"`
 	State            string        `json:"state"`
 	Position         uint64        `json:"position"`

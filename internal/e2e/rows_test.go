@@ -34,11 +34,18 @@ func (w *world) finish(t *testing.T, ctx context.Context, l *load) {
 // no checksum of ours, no verify.
 func (w *world) requireSameRows(t *testing.T, ctx context.Context) {
 	t.Helper()
-	master, err := tableRows(ctx, w.master.repo)
+	requireSameRows(t, ctx, w.master.repo, w.slave.repo)
+}
+
+// requireSameRows is world.requireSameRows for any two repositories, the
+// master's first.
+func requireSameRows(t *testing.T, ctx context.Context, masterURL, slaveURL string) {
+	t.Helper()
+	master, err := tableRows(ctx, masterURL)
 	if err != nil {
 		t.Fatalf("master: %v", err)
 	}
-	slave, err := tableRows(ctx, w.slave.repo)
+	slave, err := tableRows(ctx, slaveURL)
 	if err != nil {
 		t.Fatalf("slave: %v", err)
 	}

@@ -29,8 +29,15 @@ import (
 type Master struct {
 	cfg     config.Config
 	log     *slog.Logger
+	opts    NodeOptions
 	connCfg *pgx.ConnConfig
 	tlsConf *tls.Config
+
+	// gen is this master's generation; fenced receives the error that
+	// ends Run once a node of a higher one is known.
+	gen       atomic.Uint64
+	fenced    chan error
+	fenceOnce sync.Once
 
 	sp   *spool.Spool
 	sink *spoolSink
@@ -44,6 +51,7 @@ type Master struct {
 	state     string
 	lastErr   string
 	identity  ship.Identity
+	fork      capture.Fork // where capture's history forked from the old master's
 	reader    capture.Reader // while capture is connected; verify and backup use it
 	slot      slotReporter   // logical mode: the slot's figures for status
 	slotName  string         // slot.Slot() as read after Connect returned
@@ -53,7 +61,7 @@ type Master struct {
 }
 
 // NewMaster checks the configuration of a master; Run starts it.
-func NewMaster(cfg config.Config, log *slog.Logger) (*Master, error) {
+func NewMaster(cfg config.Config, log *slog.Logger, o NodeOptions) (*Master, error) {
 	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
 	if err != nil {
 		return nil, fmt.Errorf("repository.url: %w", err)
@@ -63,8 +71,8 @@ func NewMaster(cfg config.Config, log *slog.Logger) (*Master, error) {
 		return nil, err
 	}
 	return &Master{
-		cfg: cfg, log: log.With("role", "master"), connCfg: connCfg, tlsConf: tlsConf,
-		state: StateStarting, changed: make(chan struct{}),
+		cfg: cfg, log: log.With("role", "master"), opts: o, connCfg: connCfg, tlsConf: tlsConf,
+		state: StateStarting, changed: make(chan struct{}), fenced: make(chan error, 1),
 	}, nil
 }
 
@@ -85,6 +93,16 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	m.loadIdentity()
+	if err := m.loadGeneration(); err != nil {
+		return err
+	}
+	if err := m.checkPeers(ctx); err != nil {
+		var f *FencedError
+		if errors.As(err, &f) {
+			m.fence(f)
+		}
+		return err
+	}
 	ln, err := ship.Listen(m.cfg.Sync.Listen, m.tlsConf)
 	if err != nil {
 		return fmt.Errorf("listen on sync.listen %s: %w", m.cfg.Sync.Listen, err)
@@ -102,12 +120,20 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		return ln.Close()
 	})
 	g.Go(func() error { return m.acceptLoop(gctx, ln, &sessions) })
+	g.Go(func() error {
+		select {
+		case err := <-m.fenced:
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	err = g.Wait()
 	sessions.Wait()
 	if serr := m.reg.save(); serr != nil && err == nil {
 		err = serr
 	}
-	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+	if ctx.Err() != nil && errors.Is(err, net.ErrClosed) && !errors.Is(err, ship.ErrFenced) {
 		err = nil
 	}
 	return err
@@ -199,10 +225,27 @@ func (m *Master) refreshIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	fork, err := capture.ReadFork(ctx, conn)
+	if err != nil {
+		return err
+	}
+	g, err := syncRepositoryGeneration(ctx, conn, m.gen.Load())
+	if err != nil {
+		return err
+	}
+	if g > m.gen.Load() {
+		// node.json was lost or is older than the repository's record.
+		m.log.Warn("the repository records a higher generation than spool.dir; taking it", "generation", g, "was", m.gen.Load())
+		m.gen.Store(g)
+		if err := SaveNodeState(m.cfg.Spool.Dir, NodeState{Role: config.RoleMaster, Generation: g, Why: "start", Since: time.Now().UTC()}); err != nil {
+			return err
+		}
+	}
 	m.mu.Lock()
 	old := m.identity
 	if old.IsZero() || (old.SystemID == id.SystemID && old.DatabaseOID == id.DatabaseOID) {
 		m.identity = id
+		m.fork = fork
 	}
 	m.mu.Unlock()
 	if !old.IsZero() && (old.SystemID != id.SystemID || old.DatabaseOID != id.DatabaseOID) {
@@ -218,11 +261,13 @@ func (m *Master) refreshIdentity(ctx context.Context) error {
 type identityFile struct {
 	ship.Identity
 	CaptureEpoch uint64 `json:"capture_epoch,omitempty"`
+	ForkParent   uint64 `json:"fork_parent,omitempty"`
+	ForkPosition uint64 `json:"fork_position,omitempty"`
 }
 
 func (m *Master) saveIdentity() {
 	m.mu.Lock()
-	f := identityFile{Identity: m.identity, CaptureEpoch: m.epoch.Load()}
+	f := identityFile{Identity: m.identity, CaptureEpoch: m.epoch.Load(), ForkParent: m.fork.Parent, ForkPosition: m.fork.Position}
 	m.mu.Unlock()
 	data, err := json.Marshal(f)
 	if err == nil {
@@ -258,6 +303,7 @@ func (m *Master) loadIdentity() {
 	if json.Unmarshal(data, &f) == nil {
 		m.identity = f.Identity
 		m.epoch.Store(f.CaptureEpoch)
+		m.fork = capture.Fork{Parent: f.ForkParent, Position: f.ForkPosition}
 	}
 }
 
@@ -324,6 +370,7 @@ func (m *Master) Status() Status {
 		PID: os.Getpid(), StartedAt: m.startedAt, UpdatedAt: time.Now(),
 	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
+	st.Generation = m.gen.Load()
 	st.CaptureEpoch = epochText(m.epoch.Load())
 	if m.slot != nil {
 		st.Slot = m.slotName

@@ -89,8 +89,11 @@ func (m *Master) serveSlave(ctx context.Context, nc net.Conn) {
 		m.log.Info("slave refused or handshake failed", "addr", addr, "err", err)
 		return
 	}
-	if hello.Purpose == ship.PurposeBackup {
+	switch hello.Purpose {
+	case ship.PurposeBackup:
 		m.serveBackup(ctx, nc, hello)
+		return
+	case ship.PurposeProbe:
 		return
 	}
 	log := m.log.With("slave", hello.Name, "addr", addr)
@@ -111,6 +114,13 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 	m.mu.Lock()
 	id := m.identity
 	m.mu.Unlock()
+	if h.Generation > m.gen.Load() {
+		return nil, ship.Welcome{}, m.fenceBySlave(h, addr)
+	}
+	if h.Purpose == ship.PurposeProbe {
+		return nil, ship.Welcome{Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
+			Epoch: m.epoch.Load(), Generation: m.gen.Load(), Heartbeat: m.cfg.Sync.Heartbeat}, nil
+	}
 	if id.IsZero() {
 		return nil, ship.Welcome{}, ship.RefuseNotReady("the master has not reached its repository yet")
 	}
@@ -120,8 +130,12 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 	if h.Purpose == ship.PurposeBackup {
 		// A backup is for re-seeding: no backlog or duplicate check, no
 		// streaming session.
+		m.mu.Lock()
+		fork := m.fork
+		m.mu.Unlock()
 		return nil, ship.Welcome{Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
-			Heartbeat: m.cfg.Sync.Heartbeat}, nil
+			Generation: m.gen.Load(), Heartbeat: m.cfg.Sync.Heartbeat,
+			ForkEpoch: fork.Parent, ForkPosition: fork.Position}, nil
 	}
 	// Checked first so that a duplicate leaves the record alone; the
 	// registry checks again as it attaches the session.
@@ -129,8 +143,9 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 		return nil, ship.Welcome{}, ship.RefuseDuplicateName(h.Name)
 	}
 	r, backlog := m.checkServable(h, m.reg.record(h.Name))
+	adopt := false
 	if r == nil {
-		r = m.checkHistory(h)
+		adopt, r = m.checkHistory(h)
 	}
 	peerMax := h.MaxFrame
 	if peerMax <= 0 {
@@ -154,7 +169,8 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 	}
 	return sess, ship.Welcome{
 		Name: m.cfg.Node.Name, Identity: id, LastPosition: m.sp.DurablePosition(),
-		StartAfter: received, Epoch: m.epoch.Load(), Heartbeat: m.cfg.Sync.Heartbeat,
+		StartAfter: received, Epoch: m.epoch.Load(), Generation: m.gen.Load(), Adopt: adopt,
+		Heartbeat: m.cfg.Sync.Heartbeat,
 	}, nil
 }
 
@@ -191,29 +207,45 @@ func (m *Master) checkServable(h ship.Hello, rec slaveRecord) (*ship.RefusedErro
 // with the history of the master's first transaction, which must then be
 // the master's current one. Streaming up to where its history ends would
 // only leave the slave stuck there: it is refused now, and re-seeded.
-func (m *Master) checkHistory(h ship.Hello) *ship.RefusedError {
+//
+// A promoted master's history forks from its old master's after the
+// position it had applied: a slave whose data is of the old history and
+// ends exactly there (the old master after a switchover) is admitted, and
+// adopts the new history (adopt).
+func (m *Master) checkHistory(h ship.Hello) (adopt bool, _ *ship.RefusedError) {
 	first, err := m.epochAt(h.Applied + 1)
 	if err != nil {
-		return ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", h.Applied+1, err))
+		return false, ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", h.Applied+1, err))
 	}
 	current := m.epoch.Load()
 	if current == 0 && m.sp.DurablePosition() > 0 {
 		// Capture has not connected yet: the spool's last transaction
 		// says what it captured last.
 		if current, err = m.epochAt(m.sp.DurablePosition()); err != nil {
-			return ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", m.sp.DurablePosition(), err))
+			return false, ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", m.sp.DurablePosition(), err))
 		}
 	}
 	slave := h.Epoch
 	if slave == 0 && h.Applied == 0 {
 		slave = first
 	}
-	for _, e := range []uint64{first, current} {
-		if e != 0 && e != slave {
-			return ship.RefuseHistory(h.Name, h.Epoch, e, h.Applied)
+	m.mu.Lock()
+	fork := m.fork
+	m.mu.Unlock()
+	if fork.Parent != 0 && h.Epoch == fork.Parent && h.Applied == fork.Position {
+		if current == 0 {
+			return false, ship.RefuseNotReady("the promoted master's capture has not started yet")
+		}
+		if first == current {
+			return true, nil
 		}
 	}
-	return nil
+	for _, e := range []uint64{first, current} {
+		if e != 0 && e != slave {
+			return false, ship.RefuseHistory(h.Name, h.Epoch, e, h.Applied)
+		}
+	}
+	return false, nil
 }
 
 // epochAt is the capture history of the first transaction at or after pos:

@@ -137,7 +137,7 @@ func (r *running) stop(t *testing.T) {
 
 func startMaster(t *testing.T, cfg config.Config) (*Master, *running) {
 	t.Helper()
-	m, err := NewMaster(cfg, testLogger(t).With("node", "master"))
+	m, err := NewMaster(cfg, testLogger(t).With("node", "master"), NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

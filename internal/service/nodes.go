@@ -9,11 +9,11 @@ import (
 
 // NewNode builds the master or slave node of cfg.Node.Role. log is the
 // service's logger; the node derives one per component from it. o are
-// this run's command-line settings, which only a slave uses.
+// this run's command-line settings.
 func NewNode(cfg config.Config, log *slog.Logger, o NodeOptions) (Node, error) {
 	switch cfg.Node.Role {
 	case "master":
-		return NewMaster(cfg, log)
+		return NewMaster(cfg, log, o)
 	case "slave":
 		return NewSlave(cfg, log, o)
 	}

@@ -99,22 +99,35 @@ func RunService(ctx context.Context, cfg config.Config, o Options) error {
 	}()
 
 	s := &supervisor{
-		dir:     dir,
-		o:       o,
-		pid:     os.Getpid(),
-		started: time.Now().UTC(),
-		last:    Status{Role: string(cfg.Node.Role), Name: cfg.Node.Name, State: StateStarting},
+		dir:        dir,
+		o:          o,
+		pid:        os.Getpid(),
+		started:    time.Now().UTC(),
+		configRole: cfg.Node.Role,
+		last:       Status{Role: string(cfg.Node.Role), Name: cfg.Node.Name, State: StateStarting},
 	}
-	o.Log.Info("sync service starting", "role", cfg.Node.Role, "name", cfg.Node.Name,
-		"pid", s.pid, "spool_dir", dir)
-	node, err := o.NewNode(cfg, o.Log, NodeOptions{Wait: o.Wait, ConfigPath: o.ConfigPath})
-	if err != nil {
-		err = fmt.Errorf("set up the %s: %w", cfg.Node.Role, err)
-		s.persist(s.final(err))
-		return err
+	for {
+		eff, ns, err := Effective(cfg)
+		if err != nil {
+			s.persist(s.final(err))
+			return err
+		}
+		o.Log.Info("sync service starting", "role", eff.Node.Role, "generation", ns.Generation, "name", eff.Node.Name,
+			"pid", s.pid, "spool_dir", dir)
+		node, err := o.NewNode(eff, o.Log, NodeOptions{Wait: o.Wait, ConfigPath: o.ConfigPath})
+		if err != nil {
+			err = fmt.Errorf("set up the %s: %w", eff.Node.Role, err)
+			s.persist(s.final(err))
+			return err
+		}
+		s.node = node
+		err = s.serve(ctx)
+		if !errors.Is(err, ErrRoleChanged) || ctx.Err() != nil {
+			return err
+		}
+		// The node took another role (promote, switchover): the node of
+		// that role takes over in this process, under the same pid lock.
 	}
-	s.node = node
-	return s.serve(ctx)
 }
 
 // supervisor runs one node and keeps its status visible.
@@ -124,6 +137,9 @@ type supervisor struct {
 	o       Options
 	pid     int
 	started time.Time
+	// configRole is node.role in the config file.
+	configRole config.Role
+	readyOnce  sync.Once
 
 	mu   sync.Mutex
 	last Status // last status persisted; role and name fill a node's gaps
@@ -157,7 +173,9 @@ func (s *supervisor) serve(ctx context.Context) error {
 		s.o.Log.Warn("close control socket", "err", cerr)
 	}
 	s.persist(s.final(err))
-	if err != nil {
+	if errors.Is(err, ErrRoleChanged) {
+		s.o.Log.Info("the node changed role; starting as its new role")
+	} else if err != nil {
 		s.o.Log.Error("sync service failed", "err", err)
 	} else {
 		s.o.Log.Info("sync service stopped")
@@ -180,7 +198,7 @@ func (s *supervisor) wait(ctx context.Context, readyCh <-chan struct{}, done <-c
 			readyCh = nil
 			s.persist(s.status())
 			s.o.Log.Info("sync service ready")
-			s.o.Ready()
+			s.readyOnce.Do(s.o.Ready)
 		case <-tick.C:
 			s.persist(s.status())
 		case <-stopping:
@@ -225,6 +243,9 @@ func (s *supervisor) final(err error) Status {
 	if s.node != nil {
 		st = s.fill(s.node.Status())
 	}
+	if errors.Is(err, ErrRoleChanged) {
+		return st
+	}
 	return s.finalFrom(st, err)
 }
 
@@ -238,6 +259,8 @@ func (s *supervisor) finalFrom(st Status, err error) Status {
 		st.State = StateStopped
 	case errors.Is(err, ship.ErrNeedsResync):
 		st.State, st.Error = StateNeedsResync, err.Error()
+	case errors.Is(err, ship.ErrFenced) && st.Role == string(config.RoleMaster):
+		st.State, st.Error = StateFenced, err.Error()
 	default:
 		st.State, st.Error = StateFailed, err.Error()
 	}
@@ -255,6 +278,9 @@ func (s *supervisor) fill(st Status) Status {
 	}
 	if st.Name == "" {
 		st.Name = last.Name
+	}
+	if st.Role != string(s.configRole) {
+		st.ConfigRole = string(s.configRole)
 	}
 	if st.StartedAt.IsZero() {
 		st.StartedAt = s.started

@@ -43,6 +43,11 @@ type Slave struct {
 	// epoch is the capture history of the slave's data, as read at start
 	// and as apply commits it.
 	epoch atomic.Uint64
+	// generation is the highest generation the node has seen (node.json,
+	// schedsync.state, its masters' welcomes).
+	generation atomic.Uint64
+	// isReady: the slave streamed once; later losses are retried.
+	isReady atomic.Bool
 	// resyncLaunched: resync.auto started schedsync resync already.
 	resyncLaunched atomic.Bool
 	// acks wakes the acknowledger: records were appended or applied.
@@ -60,6 +65,13 @@ type Slave struct {
 
 	conn    *ship.Conn // the current session, for requests
 	applier *apply.Applier
+	// lastCommit is the master's commit time of the last transaction
+	// applied, for promote's report.
+	lastCommit time.Time
+	// stopLoops ends the receiving and applying of the current run of the
+	// loops; promoting is set first when promote is what ends them.
+	stopLoops func()
+	promoting *promoteRequest
 	nextReq uint64
 	replies map[uint64]chan ship.Reply
 }
@@ -106,25 +118,52 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 	if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
 		return fmt.Errorf("open spool: %w", err)
 	}
-	defer s.sp.Close()
+	defer func() { s.sp.Close() }()
 	// Recovering the spool is not retrying: it leaves --wait as it was.
 	deadline = deadline.Add(time.Since(opening))
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.applyLoop(gctx) })
-	g.Go(func() error { return s.connectLoop(gctx, ready, deadline) })
-	g.Go(func() error { return s.retentionLoop(gctx) })
-	return g.Wait()
+	// A slave must not run jobs: the scheduler stays stopped here.
+	if err := RunHook(ctx, s.cfg, s.log, HookDemote, config.RoleSlave, s.generation.Load()); err != nil {
+		s.log.Error("this node runs as a slave, but failover.demote_command failed: the scheduler may still be running jobs here", "err", err)
+	}
+	for {
+		loopCtx, stop := context.WithCancel(ctx)
+		s.mu.Lock()
+		s.stopLoops = stop
+		s.mu.Unlock()
+		g, gctx := errgroup.WithContext(loopCtx)
+		g.Go(func() error { return s.applyLoop(gctx) })
+		g.Go(func() error { return s.connectLoop(gctx, ready, deadline) })
+		g.Go(func() error { return s.retentionLoop(gctx) })
+		err := g.Wait()
+		stop()
+		s.mu.Lock()
+		req := s.promoting
+		s.promoting, s.stopLoops = nil, nil
+		s.mu.Unlock()
+		if req == nil || ctx.Err() != nil {
+			if req != nil {
+				req.done <- promoteReply{err: errors.New("the slave service is stopping")}
+			}
+			return err
+		}
+		res, perr := s.promoteNow(ctx, req.force)
+		req.done <- promoteReply{res: res, err: perr}
+		if perr == nil {
+			return ErrRoleChanged
+		}
+		s.log.Error("promote failed; this node stays a slave", "err", perr)
+		if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
+			return fmt.Errorf("open spool: %w", err)
+		}
+	}
 }
 
 // connectLoop keeps a session with the master. Before the slave is ready a
 // refusal is returned, and so is an unreachable master once deadline has
 // passed; afterwards every loss is retried with backoff.
 func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Time) error {
-	isReady := false
 	markReady := func() {
-		if !isReady {
-			isReady = true
+		if !s.isReady.Swap(true) {
 			ready()
 		}
 	}
@@ -142,12 +181,12 @@ func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Tim
 			if s.autoResync() {
 				err = fmt.Errorf("%w; resync.auto is on: schedsync resync was started (see %s)", err, s.cfg.LogFilePath())
 			}
-			if !isReady {
+			if !s.isReady.Load() {
 				return fmt.Errorf("slave needs a re-sync: %w", err)
 			}
 			bo.toMax() // the master will refuse again until a re-sync
 		} else {
-			if !isReady && (permanent(err) || !time.Now().Before(deadline)) {
+			if !s.isReady.Load() && (permanent(err) || !time.Now().Before(deadline)) {
 				return err
 			}
 			s.setState(StateConnecting, err.Error())
@@ -159,7 +198,8 @@ func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Tim
 // permanent errors are configuration mistakes that waiting cannot fix.
 func permanent(err error) bool {
 	return errors.Is(err, ship.ErrAuth) || errors.Is(err, ship.ErrVersion) ||
-		errors.Is(err, ship.ErrSameRepository) || errors.Is(err, ship.ErrTLSMismatch)
+		errors.Is(err, ship.ErrSameRepository) || errors.Is(err, ship.ErrTLSMismatch) ||
+		errors.Is(err, ship.ErrFenced)
 }
 
 // readRepository reads the slave repository's identity and applied position.
@@ -179,6 +219,15 @@ func (s *Slave) readRepository(ctx context.Context) error {
 	}
 	s.applied.Store(uint64(applied))
 	s.epoch.Store(uint64(epoch))
+	st, _, err := LoadNodeState(s.cfg.Spool.Dir)
+	if err != nil {
+		return err
+	}
+	g, err := syncRepositoryGeneration(ctx, conn, st.Generation)
+	if err != nil {
+		return err
+	}
+	s.generation.Store(g)
 	return nil
 }
 
@@ -203,8 +252,12 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 	w, err := ship.ClientHandshake(ctx, nc, ship.ClientOptions{
 		Token: s.cfg.Sync.Token, Name: s.cfg.Node.Name, Identity: s.identity,
 		Applied: s.applied.Load(), Received: s.sp.DurablePosition(), Epoch: s.epoch.Load(),
+		Generation: s.generation.Load(),
 	})
 	if err != nil {
+		return false, err
+	}
+	if err := s.checkMaster(ctx, w); err != nil {
 		return false, err
 	}
 	conn := ship.NewConn(nc, ship.ConnOptions{Heartbeat: w.Heartbeat, PeerMaxFrame: w.MaxFrame, Peer: "master at " + s.addr})
@@ -324,6 +377,7 @@ func (s *Slave) Status() Status {
 	}
 	applied := s.applied.Load()
 	st.Position = applied
+	st.Generation = s.generation.Load()
 	st.CaptureEpoch = epochText(s.epoch.Load())
 	// Lag: how long the slave has been behind what the master had; 0 when
 	// it has applied everything the master captured.
@@ -341,4 +395,129 @@ func (s *Slave) Status() Status {
 		st.BacklogBytes = s.sp.BytesAfter(applied)
 	}
 	return st
+}
+
+// checkMaster refuses a master of a lower generation than this node has
+// seen (it was replaced by a promotion), records a higher one, and takes
+// the history the master says this slave's data continues into.
+func (s *Slave) checkMaster(ctx context.Context, w ship.Welcome) error {
+	own := s.generation.Load()
+	if w.Generation < own {
+		return fmt.Errorf("%w: master %s at %s has generation %d, lower than generation %d, which this node has seen: it was replaced by a promotion and must not be followed; point master.host and master.port at the current master",
+			ship.ErrFenced, w.Name, s.addr, w.Generation, own)
+	}
+	if w.Generation > own {
+		if err := s.raiseGeneration(ctx, w.Generation); err != nil {
+			return err
+		}
+	}
+	if w.Adopt && w.Epoch != s.epoch.Load() {
+		if err := s.adoptHistory(ctx, w.Epoch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// raiseGeneration records a higher generation learned from the master.
+func (s *Slave) raiseGeneration(ctx context.Context, g uint64) error {
+	st, _, err := LoadNodeState(s.cfg.Spool.Dir)
+	if err != nil {
+		return err
+	}
+	if st.Role == "" {
+		st = NodeState{Role: config.RoleSlave, Why: "start", Since: time.Now().UTC()}
+	}
+	st.Generation = max(st.Generation, g)
+	if err := SaveNodeState(s.cfg.Spool.Dir, st); err != nil {
+		return err
+	}
+	s.generation.Store(st.Generation)
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	if err != nil {
+		s.log.Warn("could not record the generation in the slave repository; node.json has it", "generation", g, "err", err)
+		return nil
+	}
+	defer conn.Close(context.Background())
+	if _, err := syncRepositoryGeneration(ctx, conn, g); err != nil {
+		s.log.Warn("could not record the generation in the slave repository; node.json has it", "generation", g, "err", err)
+	}
+	return nil
+}
+
+// adoptHistory takes the master's capture history as the slave's data's:
+// the master said the slave's data ends exactly where that history forked
+// from the slave's (a promoted master, and its old master as its slave).
+// It is guarded by the position, so an apply committed meanwhile refuses it.
+func (s *Slave) adoptHistory(ctx context.Context, epoch uint64) error {
+	conn, err := pgx.ConnectConfig(ctx, s.connCfg)
+	if err != nil {
+		return fmt.Errorf("connect to the slave repository: %w", err)
+	}
+	defer conn.Close(context.Background())
+	old, applied := s.epoch.Load(), s.applied.Load()
+	tag, err := conn.Exec(ctx, `UPDATE schedsync.state SET capture_epoch = $1, updated_at = now()
+		WHERE id = 1 AND applied_position = $2 AND capture_epoch = $3`, int64(epoch), int64(applied), int64(old))
+	if err != nil {
+		return fmt.Errorf("take the master's capture history: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("take the master's capture history: the slave is no longer at position %d of history %016x", applied, old)
+	}
+	s.epoch.Store(epoch)
+	s.log.Info("the master's capture history continues this slave's data", "capture_epoch", epochText(epoch),
+		"was", epochText(old), "at_position", applied)
+	return nil
+}
+
+// promoteRequest is a promote asked on the control socket, handed to Run.
+type promoteRequest struct {
+	force bool
+	done  chan promoteReply
+}
+
+type promoteReply struct {
+	res PromoteResult
+	err error
+}
+
+// promote stops receiving and applying, and has Run promote the node.
+func (s *Slave) promote(ctx context.Context, force bool) (PromoteResult, error) {
+	s.mu.Lock()
+	if s.promoting != nil || s.stopLoops == nil {
+		s.mu.Unlock()
+		return PromoteResult{}, errors.New("the slave service is busy (promoting, or starting): try again in a moment")
+	}
+	if s.conn != nil && !force {
+		s.mu.Unlock()
+		return PromoteResult{}, fmt.Errorf("the master at %s is still streaming to this slave: promoting now would leave two masters; for a planned change run schedsync switchover, or stop the master first; promote --force promotes anyway", s.addr)
+	}
+	req := &promoteRequest{force: force, done: make(chan promoteReply, 1)}
+	s.promoting = req
+	s.stopLoops()
+	s.mu.Unlock()
+	select {
+	case r := <-req.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		// Run hands the reply over before it returns, and the control
+		// socket cancels its commands only after that.
+		select {
+		case r := <-req.done:
+			return r.res, r.err
+		default:
+			return PromoteResult{}, ctx.Err()
+		}
+	}
+}
+
+// promoteNow promotes once the loops stopped.
+func (s *Slave) promoteNow(ctx context.Context, force bool) (PromoteResult, error) {
+	s.mu.Lock()
+	last := s.lastCommit
+	s.mu.Unlock()
+	s.setState(StatePromoting, "")
+	p := &promoter{cfg: s.cfg, log: s.log, connCfg: s.connCfg, sp: s.sp,
+		generation: s.generation.Load(), lastCommit: last, force: force}
+	return p.run(ctx)
 }

@@ -35,6 +35,10 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 		}
 		state := StateRepositoryUnavailable
 		switch {
+		case errors.Is(err, apply.ErrHistory) && s.epoch.Load() != a.Epoch():
+			// The slave took its new master's history (adoptHistory)
+			// after this run read the old one: read it again now.
+			continue
 		case errors.Is(err, apply.ErrHistory):
 			// Changes of another capture history over this slave's data:
 			// only a re-sync helps (resync acts on needs_resync).
@@ -54,9 +58,12 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 }
 
 // onApplied publishes a committed apply position and acknowledges it.
-func (s *Slave) onApplied(pos uint64, _ time.Time) {
+func (s *Slave) onApplied(pos uint64, commit time.Time) {
 	s.mu.Lock()
 	a := s.applier
+	if !commit.IsZero() {
+		s.lastCommit = commit
+	}
 	s.mu.Unlock()
 	if a != nil {
 		s.epoch.Store(a.Epoch())

@@ -20,6 +20,11 @@ const (
 	// it keeps receiving and retries apply with backoff.
 	StateRepositoryUnavailable = "repository_unavailable"
 	StateFailed                = "failed"
+	// StatePromoting: a slave is being promoted to master.
+	StatePromoting = "promoting"
+	// StateFenced: a master learned of a higher generation than its own
+	// (it was replaced by a promotion) and no longer serves.
+	StateFenced = "fenced"
 )
 
 // epochText is a capture epoch as status shows it; "" when unknown.
@@ -34,8 +39,13 @@ func epochText(e uint64) string {
 // contract: role, running, state, position, received_position (slave),
 // lag_seconds, backlog_bytes and, on a master, slaves.
 type Status struct {
-	Role    string `json:"role"`
-	Name    string `json:"name"`
+	Role string `json:"role"`
+	// ConfigRole is node.role in the config file, shown when the role the
+	// node persisted after a promote, switchover or fail-back differs.
+	ConfigRole string `json:"config_role,omitempty"`
+	// Generation is the node's generation (see NodeState).
+	Generation uint64 `json:"generation"`
+	Name       string `json:"name"`
 	Running bool   `json:"running"`
 	State   string `json:"state"`
 	// Position is the master's last captured position, or the slave's

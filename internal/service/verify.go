@@ -84,8 +84,11 @@ func (m *Master) verifySnapshot(ctx context.Context) (checksum.Report, error) {
 
 // Command answers control socket commands beside status.
 func (s *Slave) Command(ctx context.Context, name string, args []string) (any, error) {
-	if name == "verify" {
+	switch name {
+	case "verify":
 		return s.verify(ctx)
+	case "promote":
+		return s.promote(ctx, len(args) > 0 && args[0] == "--force")
 	}
 	return nil, fmt.Errorf("unknown command %q", name)
 }
