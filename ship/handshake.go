@@ -111,7 +111,7 @@ type ClientOptions struct {
 	Generation uint64
 	MaxFrame   int    // the largest frame this slave accepts; 0 means DefaultMaxFrame
 	Purpose    string // PurposeStream, PurposeBackup or PurposeProbe
-	Timeout  time.Duration
+	Timeout    time.Duration
 }
 
 // ClientHandshake runs the slave's side of the handshake on a connection

@@ -51,7 +51,7 @@ type Master struct {
 	state     string
 	lastErr   string
 	identity  ship.Identity
-	fork      capture.Fork // where capture's history forked from the old master's
+	fork      capture.Fork   // where capture's history forked from the old master's
 	reader    capture.Reader // while capture is connected; verify and backup use it
 	slot      slotReporter   // logical mode: the slot's figures for status
 	slotName  string         // slot.Slot() as read after Connect returned

@@ -72,8 +72,8 @@ type Slave struct {
 	// loops; promoting is set first when promote is what ends them.
 	stopLoops func()
 	promoting *promoteRequest
-	nextReq uint64
-	replies map[uint64]chan ship.Reply
+	nextReq   uint64
+	replies   map[uint64]chan ship.Reply
 }
 
 // NewSlave checks the configuration of a slave; Run starts it.

@@ -46,8 +46,8 @@ type Status struct {
 	// Generation is the node's generation (see NodeState).
 	Generation uint64 `json:"generation"`
 	Name       string `json:"name"`
-	Running bool   `json:"running"`
-	State   string `json:"state"`
+	Running    bool   `json:"running"`
+	State      string `json:"state"`
 	// Position is the master's last captured position, or the slave's
 	// last applied one.
 	Position uint64 `json:"position"`

@@ -50,10 +50,10 @@ type unshippedTxn struct {
 }
 
 type unshippedRow struct {
-	Op      string            `json:"op"`
-	Table   string            `json:"table"`
-	New     map[string]*string `json:"new,omitempty"`
-	OldKey  map[string]*string `json:"old_key,omitempty"`
+	Op     string             `json:"op"`
+	Table  string             `json:"table"`
+	New    map[string]*string `json:"new,omitempty"`
+	OldKey map[string]*string `json:"old_key,omitempty"`
 }
 
 // SaveUnshipped writes to spool.dir/unshipped-TIME.jsonl every change this
