@@ -9,12 +9,13 @@ import (
 
 func sampleHello() Hello {
 	return Hello{Version: ProtocolVersion, Name: "node02", Identity: slaveID,
-		Applied: 1, Received: 2, MaxFrame: DefaultMaxFrame, nonce: newNonce()}
+		Applied: 1, Received: 2, Epoch: 3, Generation: 4, MaxFrame: DefaultMaxFrame, Purpose: PurposeProbe, nonce: newNonce()}
 }
 
 func sampleWelcome() Welcome {
 	return Welcome{Version: ProtocolVersion, Name: "node01", Identity: masterID,
-		LastPosition: 9, StartAfter: 2, Heartbeat: 5 * time.Second, MaxFrame: MaxFrameLimit,
+		LastPosition: 9, StartAfter: 2, Epoch: 5, Generation: 6, Adopt: true, ForkEpoch: 7, ForkPosition: 8,
+		Heartbeat: 5 * time.Second, MaxFrame: MaxFrameLimit,
 		proof: computeProof(testToken, roleMaster, 1, nonce{}, nonce{}, "node02")}
 }
 

@@ -67,7 +67,7 @@ func (a *app) promote(ctx context.Context, cfg *config.Config, force bool) (serv
 		return service.PromoteResult{}, err
 	}
 	if eff.Node.Role == config.RoleMaster {
-		return service.PromoteResult{Name: cfg.Node.Name, Generation: ns.Generation, AlreadyMaster: true, Listen: cfg.Sync.Listen}, nil
+		return service.PromoteResult{Name: cfg.Node.Name, Generation: max(ns.Generation, 1), AlreadyMaster: true, Listen: cfg.Sync.Listen}, nil
 	}
 	if cfg.Sync.Listen == "" {
 		return service.PromoteResult{}, usageError(errors.New("sync.listen is not set: a promoted node serves its slaves there; set it and run promote again"))

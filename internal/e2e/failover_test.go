@@ -19,7 +19,9 @@ import (
 // processes and clusters: the master service dies by kill -9 and its
 // database stops, with changes captured there that were never shipped.
 // The slave refuses to promote while its master still streams, then
-// promotes (hook, generation 2, sequences ahead of the rows), captures its
+// promotes (hook, generation 2, sequences ahead of the rows; in trigger
+// mode through its running service, in logical mode with the service
+// stopped), captures its
 // own writes; the old master comes back still configured as master and is
 // fenced; it is re-seeded as a slave of the new master, its lost
 // transactions are in a file, its capture state is gone, and it converges
@@ -87,6 +89,11 @@ func failoverScenario(t *testing.T, mode string) {
 
 	var promoted string
 	t.Run("promote", func(t *testing.T) {
+		if mode == "logical" {
+			// The other path: promote with the slave service stopped,
+			// which promotes under its lock and starts the master.
+			w.slave.stop(t)
+		}
 		began := time.Now()
 		eventually.True(t, "promote to succeed once the slave lost its master", recoverTimeout, func() (bool, string) {
 			r, err := w.slave.run(cmdTimeout, "promote")
