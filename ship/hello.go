@@ -109,6 +109,9 @@ const (
 	// PurposeProbe asks only for the master's Welcome, for its
 	// generation: a node that starts as master asks its failover.peers.
 	PurposeProbe = "probe"
+	// PurposeSwitchover carries a planned role swap: the slave asks the
+	// master to demote, and then tells it whether it took over.
+	PurposeSwitchover = "switchover"
 )
 
 func (h *Hello) encode(buf []byte) []byte {
@@ -157,7 +160,7 @@ func decodeHello(p []byte) (Hello, error) {
 	if err := checkMaxFrame("hello", h.MaxFrame); err != nil {
 		return Hello{}, err
 	}
-	if h.Purpose != PurposeStream && h.Purpose != PurposeBackup && h.Purpose != PurposeProbe {
+	if h.Purpose != PurposeStream && h.Purpose != PurposeBackup && h.Purpose != PurposeProbe && h.Purpose != PurposeSwitchover {
 		return Hello{}, protocolf("hello: unknown purpose %q", cleanText(h.Purpose))
 	}
 	return h, nil

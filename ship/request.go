@@ -21,6 +21,13 @@ const (
 	// RequestBackup, on a connection of PurposeBackup, asks the master for
 	// a backup of its repository, sent as Stream frames.
 	RequestBackup RequestKind = "backup"
+	// On a connection of PurposeSwitchover: RequestSwitchover asks the
+	// master to demote (its hook, no new writes, the final position; the
+	// Reply's Body says which) and wait; RequestSwitchoverCommit says
+	// that the slave took over, RequestSwitchoverAbort that it did not.
+	RequestSwitchover       RequestKind = "switchover"
+	RequestSwitchoverCommit RequestKind = "switchover_commit"
+	RequestSwitchoverAbort  RequestKind = "switchover_abort"
 )
 
 // Reply answers the Request with the same ID, master → slave. A non-empty

@@ -100,17 +100,7 @@ func (a *app) promote(ctx context.Context, cfg *config.Config, force bool) (serv
 		return res, fmt.Errorf("decode the promote result: %w", err)
 	}
 	// The service starts the master in the same process: wait for it.
-	for {
-		st, qerr := service.QueryStatus(ctx, cfg.Spool.Dir)
-		if qerr == nil && st.Role == string(config.RoleMaster) && st.State != service.StateStarting {
-			return res, nil
-		}
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("promoted (generation %d), but the master service did not come up: see %s", res.Generation, cfg.LogFilePath())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return res, a.waitMaster(ctx, cfg, res.Generation)
 }
 
 func printPromote(w io.Writer, res service.PromoteResult) {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/service"
 )
 
 // repositoryConnectTimeout bounds a connection attempt whose URL sets no
@@ -21,13 +22,9 @@ const repositoryConnectTimeout = 30 * time.Second
 // cannot be reached is a failure (exit 1). Neither message shows a password:
 // pgx redacts it from its errors.
 func (a *app) connectRepository(ctx context.Context, cfg *config.Config, purpose string) (*pgx.Conn, error) {
-	pcfg, err := pgx.ParseConfig(cfg.Repository.URL)
+	pcfg, err := service.RepositoryConnConfig(cfg.Repository.URL, purpose)
 	if err != nil {
-		return nil, usageError(fmt.Errorf("config %s: repository.url: %w", a.configPath, err))
-	}
-	if _, set := pcfg.RuntimeParams["application_name"]; !set {
-		// Lets a DBA tell schedsync's sessions apart in pg_stat_activity.
-		pcfg.RuntimeParams["application_name"] = "schedsync " + purpose
+		return nil, usageError(fmt.Errorf("config %s: %w", a.configPath, err))
 	}
 	if pcfg.ConnectTimeout == 0 {
 		var cancel context.CancelFunc

@@ -60,6 +60,7 @@ func (a *app) newRootCmd() *cobra.Command {
 	add(groupService, a.newStartCmd(), a.newStopCmd(), a.newStatusCmd())
 	add(groupReseed, a.newBackupCmd(), a.newRestoreCmd(), a.newResyncCmd(), a.newVerifyCmd())
 	add(groupFailover, a.newPromoteCmd())
+	add(groupFailover, a.newSwitchoverCmd())
 	root.AddCommand(a.newVersionCmd())
 	return root
 }

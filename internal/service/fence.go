@@ -120,7 +120,10 @@ func (m *Master) fence(err *FencedError) {
 		if herr := RunHook(ctx, m.cfg, m.log, HookFenced, config.RoleMaster, m.gen.Load()); herr != nil {
 			m.log.Error("fenced, but failover.demote_command failed: the scheduler may still be running jobs here", "err", herr)
 		}
-		m.fenced <- err
+		select {
+		case m.halt <- err:
+		default:
+		}
 	})
 }
 

@@ -20,9 +20,9 @@ import (
 // returns the master's welcome with the size: its generation, and where
 // its capture history forked from its old master's.
 func FetchBackup(ctx context.Context, cfg config.Config, w io.Writer) (int64, ship.Welcome, error) {
-	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
+	connCfg, err := RepositoryConnConfig(cfg.Repository.URL, "resync")
 	if err != nil {
-		return 0, ship.Welcome{}, fmt.Errorf("repository.url: %w", err)
+		return 0, ship.Welcome{}, err
 	}
 	db, err := pgx.ConnectConfig(ctx, connCfg)
 	if err != nil {

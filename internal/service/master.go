@@ -33,11 +33,15 @@ type Master struct {
 	connCfg *pgx.ConnConfig
 	tlsConf *tls.Config
 
-	// gen is this master's generation; fenced receives the error that
-	// ends Run once a node of a higher one is known.
+	// gen is this master's generation; halt receives what ends Run: a
+	// *FencedError once a node of a higher one is known, or a *demotion
+	// after a switchover.
 	gen       atomic.Uint64
-	fenced    chan error
+	halt      chan error
 	fenceOnce sync.Once
+	// capResume restarts capture after pauseCapture (a switchover that
+	// did not complete).
+	capResume chan struct{}
 
 	sp   *spool.Spool
 	sink *spoolSink
@@ -56,15 +60,18 @@ type Master struct {
 	slot      slotReporter   // logical mode: the slot's figures for status
 	slotName  string         // slot.Slot() as read after Connect returned
 	changed   chan struct{}  // closed and replaced when state changes
+	capCancel func()         // stops the current run of captureLoop
+	capDone   chan struct{}  // closed when it has stopped
+	capPaused bool
 	startedAt time.Time
 	addr      string
 }
 
 // NewMaster checks the configuration of a master; Run starts it.
 func NewMaster(cfg config.Config, log *slog.Logger, o NodeOptions) (*Master, error) {
-	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
+	connCfg, err := RepositoryConnConfig(cfg.Repository.URL, "master")
 	if err != nil {
-		return nil, fmt.Errorf("repository.url: %w", err)
+		return nil, err
 	}
 	tlsConf, err := ship.ServerTLSConfig(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
 	if err != nil {
@@ -72,7 +79,7 @@ func NewMaster(cfg config.Config, log *slog.Logger, o NodeOptions) (*Master, err
 	}
 	return &Master{
 		cfg: cfg, log: log.With("role", "master"), opts: o, connCfg: connCfg, tlsConf: tlsConf,
-		state: StateStarting, changed: make(chan struct{}), fenced: make(chan error, 1),
+		state: StateStarting, changed: make(chan struct{}), halt: make(chan error, 1), capResume: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -112,7 +119,7 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	ready()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return m.captureLoop(gctx) })
+	g.Go(func() error { return m.runCapture(gctx) })
 	g.Go(func() error { return m.retentionLoop(gctx) })
 	var sessions sync.WaitGroup
 	g.Go(func() error {
@@ -122,7 +129,7 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return m.acceptLoop(gctx, ln, &sessions) })
 	g.Go(func() error {
 		select {
-		case err := <-m.fenced:
+		case err := <-m.halt:
 			return err
 		case <-gctx.Done():
 			return nil
@@ -130,6 +137,12 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	})
 	err = g.Wait()
 	sessions.Wait()
+	if d, ok := err.(*demotion); ok {
+		if serr := m.reg.save(); serr != nil {
+			m.log.Warn("could not save the slave registry", "err", serr)
+		}
+		return m.completeDemote(d)
+	}
 	if serr := m.reg.save(); serr != nil && err == nil {
 		err = serr
 	}
@@ -158,6 +171,56 @@ func (m *Master) newReader() capture.Reader {
 		PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
 		SequenceSchemas: m.cfg.Repository.Schemas,
 	}, m.sink)
+}
+
+// runCapture runs captureLoop until ctx ends, and again after each pause
+// once resumed.
+func (m *Master) runCapture(ctx context.Context) error {
+	for {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		m.mu.Lock()
+		m.capCancel, m.capDone = cancel, done
+		m.mu.Unlock()
+		err := m.captureLoop(cctx)
+		cancel()
+		close(done)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.capResume:
+		}
+	}
+}
+
+// pauseCapture stops capture and waits until it has: nothing more is
+// spooled until resumeCapture.
+func (m *Master) pauseCapture() {
+	m.mu.Lock()
+	cancel, done := m.capCancel, m.capDone
+	m.capPaused = cancel != nil
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (m *Master) resumeCapture() {
+	m.mu.Lock()
+	paused := m.capPaused
+	m.capPaused = false
+	m.mu.Unlock()
+	if !paused {
+		return
+	}
+	select {
+	case m.capResume <- struct{}{}:
+	default:
+	}
 }
 
 // captureLoop runs capture, reconnecting with capped exponential backoff

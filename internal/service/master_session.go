@@ -95,6 +95,9 @@ func (m *Master) serveSlave(ctx context.Context, nc net.Conn) {
 		return
 	case ship.PurposeProbe:
 		return
+	case ship.PurposeSwitchover:
+		m.serveSwitchover(ctx, nc, hello, addr)
+		return
 	}
 	log := m.log.With("slave", hello.Name, "addr", addr)
 	log.Info("slave connected", "applied", hello.Applied, "received", hello.Received)
@@ -127,7 +130,7 @@ func (m *Master) admit(h ship.Hello, addr string) (*masterSession, ship.Welcome,
 	if h.Identity.SameDatabase(id) {
 		return nil, ship.Welcome{}, ship.RefuseSameRepository(id)
 	}
-	if h.Purpose == ship.PurposeBackup {
+	if h.Purpose == ship.PurposeBackup || h.Purpose == ship.PurposeSwitchover {
 		// A backup is for re-seeding: no backlog or duplicate check, no
 		// streaming session.
 		m.mu.Lock()
@@ -218,6 +221,14 @@ func (m *Master) checkHistory(h ship.Hello) (adopt bool, _ *ship.RefusedError) {
 		return false, ship.RefuseNotReady(fmt.Sprintf("the master could not read its spool at position %d: %v", h.Applied+1, err))
 	}
 	current := m.epoch.Load()
+	m.mu.Lock()
+	fork := m.fork
+	m.mu.Unlock()
+	if current == 0 && fork.Parent != 0 {
+		// A promoted master's spool ends with its old master's history:
+		// only capture knows the new one.
+		return false, ship.RefuseNotReady("the promoted master's capture has not started yet")
+	}
 	if current == 0 && m.sp.DurablePosition() > 0 {
 		// Capture has not connected yet: the spool's last transaction
 		// says what it captured last.
@@ -229,16 +240,8 @@ func (m *Master) checkHistory(h ship.Hello) (adopt bool, _ *ship.RefusedError) {
 	if slave == 0 && h.Applied == 0 {
 		slave = first
 	}
-	m.mu.Lock()
-	fork := m.fork
-	m.mu.Unlock()
-	if fork.Parent != 0 && h.Epoch == fork.Parent && h.Applied == fork.Position {
-		if current == 0 {
-			return false, ship.RefuseNotReady("the promoted master's capture has not started yet")
-		}
-		if first == current {
-			return true, nil
-		}
+	if fork.Parent != 0 && h.Epoch == fork.Parent && h.Applied == fork.Position && first == current {
+		return true, nil
 	}
 	for _, e := range []uint64{first, current} {
 		if e != 0 && e != slave {

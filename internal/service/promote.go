@@ -103,6 +103,11 @@ func (p *promoter) run(ctx context.Context) (PromoteResult, error) {
 		return res, fmt.Errorf("read schedsync.state: %w", err)
 	}
 	res.AppliedAt = at
+	// A master demoted by a switchover left its repository read only
+	// for the scheduler's sessions.
+	if err := setReadOnly(ctx, conn, false); err != nil {
+		return res, err
+	}
 	if !p.lastCommit.IsZero() {
 		res.AppliedAt = p.lastCommit
 	}
@@ -180,9 +185,9 @@ func (p *promoter) drain(ctx context.Context, target uint64) (uint64, error) {
 // PromoteStopped promotes a slave whose service is not running: the
 // caller holds the pid lock, so no service reads the spool meanwhile.
 func PromoteStopped(ctx context.Context, cfg config.Config, log *slog.Logger, force bool) (PromoteResult, error) {
-	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
+	connCfg, err := RepositoryConnConfig(cfg.Repository.URL, "promote")
 	if err != nil {
-		return PromoteResult{}, fmt.Errorf("repository.url: %w", err)
+		return PromoteResult{}, err
 	}
 	st, _, err := LoadNodeState(cfg.Spool.Dir)
 	if err != nil {

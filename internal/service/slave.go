@@ -78,9 +78,9 @@ type Slave struct {
 
 // NewSlave checks the configuration of a slave; Run starts it.
 func NewSlave(cfg config.Config, log *slog.Logger, o NodeOptions) (*Slave, error) {
-	connCfg, err := pgx.ParseConfig(cfg.Repository.URL)
+	connCfg, err := RepositoryConnConfig(cfg.Repository.URL, "slave")
 	if err != nil {
-		return nil, fmt.Errorf("repository.url: %w", err)
+		return nil, err
 	}
 	tlsConf, err := ship.ClientTLSConfig(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA, cfg.Master.Host)
 	if err != nil {

@@ -66,7 +66,11 @@ type unshippedRow struct {
 // gets the zero Unshipped.
 func SaveUnshipped(ctx context.Context, cfg config.Config, fork capture.Fork, log *slog.Logger) (Unshipped, error) {
 	var out Unshipped
-	conn, err := pgx.Connect(ctx, cfg.Repository.URL)
+	connCfg, err := RepositoryConnConfig(cfg.Repository.URL, "resync")
+	if err != nil {
+		return out, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, connCfg)
 	if err != nil {
 		return out, fmt.Errorf("connect to the repository: %w", err)
 	}

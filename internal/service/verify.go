@@ -89,6 +89,8 @@ func (s *Slave) Command(ctx context.Context, name string, args []string) (any, e
 		return s.verify(ctx)
 	case "promote":
 		return s.promote(ctx, len(args) > 0 && args[0] == "--force")
+	case "switchover":
+		return s.switchover(ctx)
 	}
 	return nil, fmt.Errorf("unknown command %q", name)
 }

@@ -1,0 +1,24 @@
+package service
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// RepositoryConnConfig is the connection config of every schedsync session
+// on a repository: named "schedsync PURPOSE" in pg_stat_activity (unless
+// repository.url names it), and writable even when the database is read
+// only by default, as a switchover leaves a demoted master and a slave:
+// the scheduler's sessions there are read only, schedsync's are not.
+func RepositoryConnConfig(url, purpose string) (*pgx.ConnConfig, error) {
+	c, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("repository.url: %w", err)
+	}
+	if _, set := c.RuntimeParams["application_name"]; !set {
+		c.RuntimeParams["application_name"] = "schedsync " + purpose
+	}
+	c.RuntimeParams["default_transaction_read_only"] = "off"
+	return c, nil
+}
