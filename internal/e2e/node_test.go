@@ -220,6 +220,7 @@ func (n *node) logTail(lines int) string {
 type status struct {
 	Role             string        `json:"role"`
 	ConfigRole       string        `json:"config_role"`
+	AutoFailoverHeld string        `json:"auto_failover_held"`
 	Generation       uint64        `json:"generation"`
 	Running          bool          `json:"running"`
 	State            string        `json:"state"`

@@ -154,3 +154,33 @@ func (m *Master) loadGeneration() error {
 	}
 	return SaveNodeState(m.cfg.Spool.Dir, NodeState{Role: config.RoleMaster, Generation: g, Why: "start", Since: time.Now().UTC()})
 }
+
+// watchPeers keeps asking failover.peers for their generation while this
+// master serves: a slave that promoted itself while cut off from this
+// master (but not from the witness) fences it as soon as the two see each
+// other again.
+func (m *Master) watchPeers(ctx context.Context) error {
+	if len(m.cfg.Failover.Peers) == 0 {
+		return nil
+	}
+	tick := time.NewTicker(max(m.cfg.Sync.Heartbeat, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		own := m.gen.Load()
+		for _, peer := range m.cfg.Failover.Peers {
+			w, err := m.probe(ctx, peer)
+			if err != nil || w.Generation <= own {
+				continue
+			}
+			host, port, _ := net.SplitHostPort(peer)
+			m.fence(&FencedError{Node: m.cfg.Node.Name, Generation: own, By: fmt.Sprintf("master %s at %s", w.Name, peer),
+				Higher: w.Generation, MasterHost: host, MasterPort: port, ConfigPath: m.opts.ConfigPath})
+			return nil
+		}
+	}
+}

@@ -39,6 +39,9 @@ type Master struct {
 	gen       atomic.Uint64
 	halt      chan error
 	fenceOnce sync.Once
+	// selfFenced: reaching neither a slave nor the witness, the master
+	// fenced its repository (selfFenceLoop).
+	selfFenced atomic.Bool
 	// capResume restarts capture after pauseCapture (a switchover that
 	// did not complete).
 	capResume chan struct{}
@@ -121,6 +124,8 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return m.runCapture(gctx) })
 	g.Go(func() error { return m.retentionLoop(gctx) })
+	g.Go(func() error { return m.selfFenceLoop(gctx) })
+	g.Go(func() error { return m.watchPeers(gctx) })
 	var sessions sync.WaitGroup
 	g.Go(func() error {
 		<-gctx.Done()
@@ -431,6 +436,9 @@ func (m *Master) Status() Status {
 	st := Status{
 		Role: "master", Name: m.cfg.Node.Name, Running: true, State: m.state, Error: m.lastErr,
 		PID: os.Getpid(), StartedAt: m.startedAt, UpdatedAt: time.Now(),
+	}
+	if m.selfFenced.Load() {
+		st.State, st.Error = StateFenced, "self-fenced: this master reaches neither a slave nor failover.witness; the scheduler was stopped and the repository is read only until it does"
 	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
 	st.Generation = m.gen.Load()

@@ -100,6 +100,13 @@ func loadRegistry(path string) (*registry, error) {
 }
 
 // connected reports whether a session of the slave is attached.
+// anyConnected says whether any slave is connected.
+func (r *registry) anyConnected() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions) > 0
+}
+
 func (r *registry) connected(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -48,6 +48,9 @@ type Slave struct {
 	generation atomic.Uint64
 	// isReady: the slave streamed once; later losses are retried.
 	isReady atomic.Bool
+	// lastHeard is when the master was last heard from (UnixNano), for
+	// failover.auto.
+	lastHeard atomic.Int64
 	// resyncLaunched: resync.auto started schedsync resync already.
 	resyncLaunched atomic.Bool
 	// acks wakes the acknowledger: records were appended or applied.
@@ -72,6 +75,9 @@ type Slave struct {
 	// loops; promoting is set first when promote is what ends them.
 	stopLoops func()
 	promoting *promoteRequest
+	// autoHeld says why failover.auto does not promote a slave whose
+	// master is unreachable.
+	autoHeld string
 	nextReq   uint64
 	replies   map[uint64]chan ship.Reply
 }
@@ -134,6 +140,7 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 		g.Go(func() error { return s.applyLoop(gctx) })
 		g.Go(func() error { return s.connectLoop(gctx, ready, deadline) })
 		g.Go(func() error { return s.retentionLoop(gctx) })
+		g.Go(func() error { return s.autoFailoverLoop(gctx) })
 		err := g.Wait()
 		stop()
 		s.mu.Lock()
@@ -172,6 +179,11 @@ func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Tim
 		streamed, err := s.session(ctx, markReady)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if streamed {
+			// failover.timeout counts from when the loss was noticed: the
+			// master was alive after its last frame.
+			s.heard()
 		}
 		if streamed {
 			bo.reset()
@@ -273,6 +285,8 @@ func (s *Slave) session(ctx context.Context, markReady func()) (streamed bool, e
 		s.mu.Unlock()
 	}()
 	s.setState(StateStreaming, "")
+	s.heard()
+	s.setAutoFailover("")
 	s.log.Info("streaming from the master", "master", s.addr, "master_name", w.Name, "after", w.StartAfter,
 		"capture_epoch", fmt.Sprintf("%016x", s.epoch.Load()), "master_capture_epoch", fmt.Sprintf("%016x", w.Epoch))
 	markReady()
@@ -297,6 +311,7 @@ func (s *Slave) receive(ctx context.Context, conn *ship.Conn) error {
 		if err != nil {
 			return err
 		}
+		s.heard()
 		switch v := msg.(type) {
 		case ship.Records:
 			data := v.Data
@@ -375,6 +390,7 @@ func (s *Slave) Status() Status {
 	if s.applyState != "" {
 		st.State, st.Error = s.applyState, s.applyErr
 	}
+	st.AutoFailoverHeld = s.autoHeld
 	applied := s.applied.Load()
 	st.Position = applied
 	st.Generation = s.generation.Load()
@@ -483,19 +499,10 @@ type promoteReply struct {
 
 // promote stops receiving and applying, and has Run promote the node.
 func (s *Slave) promote(ctx context.Context, force bool) (PromoteResult, error) {
-	s.mu.Lock()
-	if s.promoting != nil || s.stopLoops == nil {
-		s.mu.Unlock()
-		return PromoteResult{}, errors.New("the slave service is busy (promoting, or starting): try again in a moment")
+	req, err := s.startPromote(force)
+	if err != nil {
+		return PromoteResult{}, err
 	}
-	if s.conn != nil && !force {
-		s.mu.Unlock()
-		return PromoteResult{}, fmt.Errorf("the master at %s is still streaming to this slave: promoting now would leave two masters; for a planned change run schedsync switchover, or stop the master first; promote --force promotes anyway", s.addr)
-	}
-	req := &promoteRequest{force: force, done: make(chan promoteReply, 1)}
-	s.promoting = req
-	s.stopLoops()
-	s.mu.Unlock()
 	select {
 	case r := <-req.done:
 		return r.res, r.err
@@ -509,6 +516,28 @@ func (s *Slave) promote(ctx context.Context, force bool) (PromoteResult, error) 
 			return PromoteResult{}, ctx.Err()
 		}
 	}
+}
+
+// requestPromote has Run promote the node without waiting for it (the
+// caller is one of the loops Run waits for).
+func (s *Slave) requestPromote(force bool) error {
+	_, err := s.startPromote(force)
+	return err
+}
+
+func (s *Slave) startPromote(force bool) (*promoteRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.promoting != nil || s.stopLoops == nil {
+		return nil, errors.New("the slave service is busy (promoting, or starting): try again in a moment")
+	}
+	if s.conn != nil && !force {
+		return nil, fmt.Errorf("the master at %s is still streaming to this slave: promoting now would leave two masters; for a planned change run schedsync switchover, or stop the master first; promote --force promotes anyway", s.addr)
+	}
+	req := &promoteRequest{force: force, done: make(chan promoteReply, 1)}
+	s.promoting = req
+	s.stopLoops()
+	return req, nil
 }
 
 // promoteNow promotes once the loops stopped.

@@ -71,6 +71,9 @@ type Status struct {
 	CaptureEpoch         string `json:"capture_epoch,omitempty"`
 	Slot                 string `json:"slot,omitempty"`
 	SlotRetainedWALBytes *int64 `json:"slot_retained_wal_bytes,omitempty"`
+	// AutoFailoverHeld (slave, failover.auto) says why the slave does not
+	// promote itself although its master is unreachable.
+	AutoFailoverHeld string `json:"auto_failover_held,omitempty"`
 	// Master is the master's sync address (slave only).
 	Master    string    `json:"master,omitempty"`
 	Error     string    `json:"error,omitempty"`
