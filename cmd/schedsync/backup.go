@@ -37,7 +37,7 @@ The file is written to FILE.tmp, synced and renamed, so FILE is never a
 partial backup. --out - writes to standard output. A progress bar is shown
 on a terminal, a line every 2s otherwise (on standard error).`,
 		Args: cobra.NoArgs,
-		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
+		RunE: a.withNodeConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
 			return a.runBackup(cmd.Context(), cfg, out)
 		}),
 	}

@@ -24,7 +24,7 @@ and the slot and sender limits), on a slave the state table that records
 the applied position. It is idempotent: running it again changes only what
 is missing, such as capture for tables created since.`,
 		Args: cobra.NoArgs,
-		RunE: a.withConfig(a.runInstall),
+		RunE: a.withNodeConfig(a.runInstall),
 	}
 }
 

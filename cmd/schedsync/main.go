@@ -151,3 +151,16 @@ func (a *app) withConfig(fn func(cmd *cobra.Command, cfg *config.Config, args []
 		return fn(cmd, cfg, args)
 	})
 }
+
+// withNodeConfig is withConfig for the commands that act as the node is
+// now: with the role (and a slave's master) persisted after a promote,
+// switchover or fail-back in place of node.role's (service.Effective).
+func (a *app) withNodeConfig(fn func(cmd *cobra.Command, cfg *config.Config, args []string) error) func(*cobra.Command, []string) error {
+	return a.withConfig(func(cmd *cobra.Command, cfg *config.Config, args []string) error {
+		eff, _, err := service.Effective(*cfg)
+		if err != nil {
+			return err
+		}
+		return fn(cmd, &eff, args)
+	})
+}

@@ -36,7 +36,7 @@ slave stays marked needs_resync (apply refuses to run) until a restore
 completes. Afterwards the slave's spool (spool.dir/spool) and last status
 (spool.dir/status.json) are removed: they belong to the data replaced.`,
 		Args: cobra.NoArgs,
-		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
+		RunE: a.withNodeConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
 			return a.runRestore(cmd.Context(), cfg, in)
 		}),
 	}

@@ -40,8 +40,19 @@ nothing is needed and exits 0. Two resyncs never run at once, so it is safe
 to run from cron (see configs/crontab).`,
 		Args: cobra.NoArgs,
 		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
-			if cfg.Node.Role != config.RoleSlave {
-				return usageError(errors.New("resync runs on a slave (node.role = slave)"))
+			eff, _, err := service.Effective(*cfg)
+			if err != nil {
+				return err
+			}
+			switch {
+			case cfg.Node.Role == config.RoleSlave:
+				// node.role says slave: also a fail-back, where the
+				// persisted role is still master; master.host/port name
+				// the new master.
+			case eff.Node.Role == config.RoleSlave:
+				cfg = &eff // a slave since a switchover: its master is persisted
+			default:
+				return usageError(errors.New("resync runs on a slave (node.role = slave); to fail back an old master, set node.role = slave and master.host/master.port to the new master first"))
 			}
 			return a.resync(cmd.Context(), cfg, force)
 		}),

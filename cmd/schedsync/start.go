@@ -58,7 +58,13 @@ error; 0 means it gives up at the first failure.`,
 }
 
 // startedMessage is what a detached start prints once the service is up.
-func startedMessage(cfg *config.Config, pid int) string {
+// It names the node's role now (persisted after a failover, see
+// service.Effective).
+func startedMessage(file *config.Config, pid int) string {
+	cfg := file
+	if eff, _, err := service.Effective(*file); err == nil {
+		cfg = &eff
+	}
 	if cfg.Node.Role == config.RoleSlave {
 		return fmt.Sprintf("schedsync slave started (pid %d), streaming from %s", pid, cfg.Master.Addr())
 	}

@@ -30,7 +30,7 @@ with running false, and state stopped, or the state it ended in
 (needs_resync, failed). Exit 0, or 1 if the service runs but does not
 answer.`,
 		Args: cobra.NoArgs,
-		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
+		RunE: a.withNodeConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
 			st, err := a.currentStatus(cmd.Context(), cfg)
 			if asJSON {
 				out, merr := json.MarshalIndent(st, "", "  ")

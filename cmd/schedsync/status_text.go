@@ -39,6 +39,9 @@ func formatStatus(w io.Writer, st service.Status, now time.Time) {
 	if st.Error != "" {
 		row("error", st.Error)
 	}
+	if st.AutoFailoverHeld != "" {
+		row("auto failover held", st.AutoFailoverHeld)
+	}
 	if st.Role == string(config.RoleSlave) {
 		if st.Master != "" {
 			row("master", st.Master)

@@ -19,7 +19,7 @@ tables. The scheduler's own tables and rows are left alone. It is
 idempotent. A slave that is uninstalled forgets its applied position and
 must be re-seeded (backup and restore) before it replicates again.`,
 		Args: cobra.NoArgs,
-		RunE: a.withConfig(a.runUninstall),
+		RunE: a.withNodeConfig(a.runUninstall),
 	}
 }
 

@@ -34,7 +34,7 @@ belongs to another capture history than the master's changes (capture was
 installed again on the master), or that the master refused and that needs a
 re-sync, is reported as different too.`,
 		Args: cobra.NoArgs,
-		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
+		RunE: a.withNodeConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
 			if cfg.Node.Role != "slave" {
 				return usageError(errors.New("verify runs on a slave (node.role = slave)"))
 			}

@@ -78,8 +78,8 @@ type Slave struct {
 	// autoHeld says why failover.auto does not promote a slave whose
 	// master is unreachable.
 	autoHeld string
-	nextReq   uint64
-	replies   map[uint64]chan ship.Reply
+	nextReq  uint64
+	replies  map[uint64]chan ship.Reply
 }
 
 // NewSlave checks the configuration of a slave; Run starts it.
