@@ -72,7 +72,7 @@ func (w *witness) close() {
 // sync service died (its repository answers on probe_url), nor when the
 // witness is unreachable; it promotes once the master is really gone and
 // the witness answers, not before failover.timeout, and its repository is
-// writable then.
+// writable then; nor while it holds changes it cannot apply.
 func TestAutoFailover(t *testing.T) { inEachMode(t, autoFailoverScenario) }
 
 // failover.timeout in the test: 3 heartbeats of 1s. With
@@ -146,10 +146,10 @@ func autoFailoverScenario(t *testing.T, mode string) {
 
 	holds := func(t *testing.T, want string) {
 		t.Helper()
-		time.Sleep(3 * autoTimeout) // proving a negative: it must not promote meanwhile
+		time.Sleep(2 * autoTimeout) // proving a negative: it must not promote meanwhile
 		st := w.slave.mustStatus(t)
 		if st.Role != "slave" || !strings.Contains(st.AutoFailoverHeld, want) {
-			t.Fatalf("slave after %s without its master: role %s, auto_failover_held %q; want slave, held for %q", 3*autoTimeout, st.Role, st.AutoFailoverHeld, want)
+			t.Fatalf("slave after %s without its master: role %s, auto_failover_held %q; want slave, held for %q", 2*autoTimeout, st.Role, st.AutoFailoverHeld, want)
 		}
 	}
 	t.Run("no promotion while the master's repository answers", func(t *testing.T) {
@@ -182,6 +182,31 @@ func autoFailoverScenario(t *testing.T, mode string) {
 		w.master.start(t)
 		w.waitRecovered(t)
 		wit.open(t, wit.addr)
+	})
+	if t.Failed() {
+		return
+	}
+	t.Run("no promotion with changes it cannot apply", func(t *testing.T) {
+		if defaults {
+			t.Skip("measuring the defaults")
+		}
+		execOn(t, ctx, w.slave.repo, `ALTER TABLE job_history DROP COLUMN payload`)
+		execOn(t, ctx, w.master.repo, `INSERT INTO job_history (fired_at, payload) VALUES (4, '{"kept":"back"}')`)
+		eventually.True(t, "the slave to stop applying", recoverTimeout, func() (bool, string) {
+			st, err := w.slave.status()
+			return err == nil && st.State == "apply_error", st.String()
+		})
+		w.master.kill9(t)
+		if err := w.masterDB.StopImmediate(); err != nil {
+			t.Fatal(err)
+		}
+		holds(t, "cannot apply")
+		if err := w.masterDB.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.master.start(t)
+		execOn(t, ctx, w.slave.repo, `ALTER TABLE job_history ADD COLUMN payload jsonb`)
+		w.waitRecovered(t)
 	})
 	if t.Failed() {
 		return
