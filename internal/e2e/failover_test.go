@@ -39,8 +39,11 @@ func failoverScenario(t *testing.T, mode string) {
 		return []string{"failover.promote_command=" + line, "failover.demote_command=" + line}
 	}
 	w := newWorldWith(t, ctx, mode, append(hook("old"), "capture.allow_no_pk=true"), append(hook("new"), "capture.allow_no_pk=true"))
-	w.master.setKey(t, "failover.peers", "127.0.0.1:"+strconv.Itoa(w.slave.listen))
-	w.slave.setKey(t, "failover.peers", "127.0.0.1:"+strconv.Itoa(w.master.listen))
+	// One list for both nodes, each node's own port included, as an
+	// operator copies it.
+	peers := "127.0.0.1:" + strconv.Itoa(w.master.listen) + ",127.0.0.1:" + strconv.Itoa(w.slave.listen)
+	w.master.setKey(t, "failover.peers", peers)
+	w.slave.setKey(t, "failover.peers", peers)
 	w.execBoth(t, ctx, windowSchema)
 	w.install(t)
 	if !t.Run("start", w.startServices) {

@@ -65,6 +65,12 @@ func (m *Master) checkPeers(ctx context.Context) error {
 			m.log.Info("failover peer did not answer; going on", "peer", peer, "err", err)
 			continue
 		}
+		m.mu.Lock()
+		id := m.identity
+		m.mu.Unlock()
+		if w.Name == m.cfg.Node.Name || w.Identity.SameDatabase(id) {
+			continue // this node itself: one peers list copied to every node
+		}
 		host, port, _ := net.SplitHostPort(peer)
 		switch {
 		case w.Generation > own:
