@@ -249,11 +249,21 @@ func (m *Master) freeze(ctx context.Context) error {
 }
 
 // setReadOnly sets or resets default_transaction_read_only on the
-// repository database.
+// repository database. Resetting a database that does not have it set does
+// nothing, so that a user who does not own the database can promote a
+// node that was never frozen.
 func setReadOnly(ctx context.Context, conn *pgx.Conn, on bool) error {
 	var db string
-	if err := conn.QueryRow(ctx, `SELECT quote_ident(current_database())`).Scan(&db); err != nil {
+	var set bool
+	err := conn.QueryRow(ctx, `SELECT quote_ident(current_database()), EXISTS (SELECT 1 FROM pg_db_role_setting s
+		JOIN pg_database d ON d.oid = s.setdatabase
+		WHERE d.datname = current_database() AND s.setrole = 0
+		  AND 'default_transaction_read_only=on' = ANY (s.setconfig))`).Scan(&db, &set)
+	if err != nil {
 		return err
+	}
+	if !on && !set {
+		return nil
 	}
 	sql := `ALTER DATABASE ` + db + ` RESET default_transaction_read_only`
 	if on {
