@@ -34,8 +34,9 @@ position applied from the old master, and how old it is.
 It refuses while this slave's master still streams to it (use switchover
 for a planned change), unless --force. With --force it also promotes when
 apply cannot apply everything received; what was not applied is kept in a
-directory of spool.dir, and named. Run on a master, it says so and does
-nothing (exit 0).`,
+directory of spool.dir, and named. Run on a master, it says so, runs
+failover.promote_command again (a promote cut short may not have run it)
+and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: a.withConfig(func(cmd *cobra.Command, cfg *config.Config, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), promoteTimeout)
@@ -67,7 +68,13 @@ func (a *app) promote(ctx context.Context, cfg *config.Config, force bool) (serv
 		return service.PromoteResult{}, err
 	}
 	if eff.Node.Role == config.RoleMaster {
-		return service.PromoteResult{Name: cfg.Node.Name, Generation: max(ns.Generation, 1), AlreadyMaster: true, Listen: cfg.Sync.Listen}, nil
+		// A promote cut short after it recorded the role may not have
+		// run the hook: run it again (hooks must be idempotent).
+		res := service.PromoteResult{Name: cfg.Node.Name, Generation: max(ns.Generation, 1), AlreadyMaster: true, Listen: cfg.Sync.Listen}
+		if err := service.RunHook(ctx, eff, cliLogger(a.stderr), service.HookPromote, config.RoleMaster, res.Generation); err != nil {
+			res.HookError = err.Error()
+		}
+		return res, nil
 	}
 	if cfg.Sync.Listen == "" {
 		return service.PromoteResult{}, usageError(errors.New("sync.listen is not set: a promoted node serves its slaves there; set it and run promote again"))
@@ -105,7 +112,7 @@ func (a *app) promote(ctx context.Context, cfg *config.Config, force bool) (serv
 
 func printPromote(w io.Writer, res service.PromoteResult) {
 	if res.AlreadyMaster {
-		fmt.Fprintf(w, "%s is already the master (generation %d); nothing to do\n", res.Name, res.Generation)
+		fmt.Fprintf(w, "%s is already the master (generation %d); nothing to do but failover.promote_command, run again\n", res.Name, res.Generation)
 		return
 	}
 	fmt.Fprintf(w, "promoted %s to master: generation %d, serving slaves on %s\n", res.Name, res.Generation, res.Listen)
