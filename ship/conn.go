@@ -44,7 +44,8 @@ type Conn struct {
 	rerr error // sticky
 
 	wmu  sync.Mutex
-	werr error // sticky
+	werr error  // sticky
+	wbuf []byte // writeFrameBuf's scratch, under wmu
 }
 
 // NewConn wraps a connection whose handshake has completed.
@@ -78,7 +79,7 @@ func (c *Conn) Send(ctx context.Context, m Message) error {
 		return c.werr
 	}
 	stop := c.closeOnDone(ctx)
-	err := writeFrame(deadlineWriter{c}, m.frameType(), head, tail)
+	err := writeFrameBuf(deadlineWriter{c}, m.frameType(), head, tail, &c.wbuf)
 	if !stop() {
 		err = context.Cause(ctx)
 	}

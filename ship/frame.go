@@ -143,6 +143,9 @@ func readPayload(r io.Reader, n int) ([]byte, error) {
 	return buf, nil
 }
 
+// maxScratch bounds the buffer a connection keeps between frames.
+const maxScratch = readChunk + 4096
+
 // appendFrameHeader appends the header of a frame with n payload bytes.
 func appendFrameHeader(b []byte, t frameType, n int) []byte {
 	b = appendU32(b, uint32(n))
@@ -153,13 +156,28 @@ func appendFrameHeader(b []byte, t frameType, n int) []byte {
 // (a Records batch) is written from the caller's slice, not copied, in
 // chunks of writeChunk.
 func writeFrame(w io.Writer, t frameType, head, tail []byte) error {
+	return writeFrameBuf(w, t, head, tail, nil)
+}
+
+// writeFrameBuf is writeFrame building the frame's front in *scratch,
+// which it keeps for the next frame: a connection reuses one buffer
+// rather than allocating one per frame.
+func writeFrameBuf(w io.Writer, t frameType, head, tail []byte, scratch *[]byte) error {
 	n := len(head) + len(tail)
 	small := len(tail) <= readChunk
 	size := frameHeaderSize + len(head)
 	if small {
 		size = frameHeaderSize + n
 	}
-	buf := make([]byte, 0, size)
+	var buf []byte
+	if scratch != nil && cap(*scratch) >= size {
+		buf = (*scratch)[:0]
+	} else {
+		buf = make([]byte, 0, size)
+		if scratch != nil && size <= maxScratch {
+			*scratch = buf
+		}
+	}
 	buf = appendFrameHeader(buf, t, n)
 	buf = append(buf, head...)
 	if small {

@@ -154,6 +154,18 @@ func (e *env) setCapturePosition(ctx context.Context, pos uint64) error {
 	return err
 }
 
+// captureEpoch reads the capture history install drew for the master.
+func (e *env) captureEpoch(ctx context.Context) (uint64, error) {
+	conn, err := pgx.Connect(ctx, e.cluster.URL(e.master.db))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var epoch int64
+	err = conn.QueryRow(ctx, `SELECT epoch FROM schedsync.capture_state WHERE id = 1`).Scan(&epoch)
+	return uint64(epoch), err
+}
+
 // stopMaster stops the master and makes it forget its slaves (its
 // registry, slaves.json), so that spool retention never cuts the backlog:
 // a slave of an earlier run that applied some of it would let it.

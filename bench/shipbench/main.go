@@ -114,7 +114,11 @@ func run(ctx context.Context, o options) error {
 	defer e.close()
 	printBinaries(e.bins)
 	fmt.Printf("prefilling the master spool with %s of spool bytes...\n", mib(o.backlog))
-	b, err := prefill(ctx, filepath.Join(e.master.spool, "spool"), o.backlog, o.noise)
+	epoch, err := e.captureEpoch(ctx)
+	if err != nil {
+		return fmt.Errorf("read the master's capture history: %w", err)
+	}
+	b, err := prefill(ctx, filepath.Join(e.master.spool, "spool"), o.backlog, o.noise, epoch)
 	if err != nil {
 		return err
 	}

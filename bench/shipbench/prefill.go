@@ -31,7 +31,11 @@ const syncEvery = 1000
 // prefill appends Quartz-like transactions to the spool in dir until it
 // holds at least size spool bytes, syncs and closes it. The spool must not
 // be open elsewhere (the master service is not running yet).
-func prefill(ctx context.Context, dir string, size int64, noise int) (backlog, error) {
+//
+// The transactions carry epoch, the master's capture history (its
+// capture_state.epoch after install), as if its capture had spooled them:
+// a slave that starts empty is admitted only to one history.
+func prefill(ctx context.Context, dir string, size int64, noise int, epoch uint64) (backlog, error) {
 	start := time.Now()
 	sp, err := spool.Open(spool.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -46,6 +50,7 @@ func prefill(ctx context.Context, dir string, size int64, noise int) (backlog, e
 	for i := uint64(0); sp.BytesAfter(0) < size; i++ {
 		txn := txns[i%poolSize]
 		stamp(txn, i+1)
+		txn.Epoch = epoch
 		pos, err := sp.Append(ctx, txn.Source())
 		if err != nil {
 			return backlog{}, fmt.Errorf("append transaction %d: %w", i+1, err)
