@@ -49,17 +49,18 @@ const probeTimeout = 3 * time.Second
 // for its generation, and returns a *FencedError if one is higher than
 // this master's. A peer that does not answer (down, or a slave, which
 // does not listen) is passed over: fencing protects against a master that
-// is up. A peer that is a master of the same generation is refused too:
-// two masters of one generation means two nodes configured as master.
+// is up. A peer of a lower generation fences itself when asked. A peer
+// that is a master of the same generation is refused too: two masters of
+// one generation means two nodes configured as master.
 func (m *Master) checkPeers(ctx context.Context) error {
 	own := m.gen.Load()
 	for _, peer := range m.cfg.Failover.Peers {
 		w, err := m.probe(ctx, peer)
 		if errors.Is(err, ship.ErrFenced) {
-			// The peer says our generation is lower than one it has seen.
-			host, port, _ := net.SplitHostPort(peer)
-			return &FencedError{Node: m.cfg.Node.Name, Generation: own, By: "node at " + peer + " (" + err.Error() + ")",
-				Higher: own + 1, MasterHost: host, MasterPort: port, ConfigPath: m.opts.ConfigPath}
+			// A master refuses a node of a higher generation than its
+			// own and fences itself: this node outranks that peer.
+			m.log.Warn("failover peer is a master of a lower generation; it fenced itself", "peer", peer, "err", err)
+			continue
 		}
 		if err != nil {
 			m.log.Info("failover peer did not answer; going on", "peer", peer, "err", err)

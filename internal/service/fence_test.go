@@ -87,3 +87,46 @@ func TestGenerationsFence(t *testing.T) {
 		}
 	})
 }
+
+// TestNewerMasterStartsBesideAnOlderOne: a master of a higher generation
+// that finds a master of a lower one among its failover.peers starts, and
+// the older one fences itself.
+func TestNewerMasterStartsBesideAnOlderOne(t *testing.T) {
+	oldURL, newURL := pgtest.NewDB(t), pgtest.NewDB(t)
+	install(t, oldURL, config.RoleMaster)
+	install(t, newURL, config.RoleMaster)
+	old, err := NewMaster(baseConfig(t, "master", oldURL), testLogger(t).With("node", "old"), NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- old.Run(ctx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("old master: %v", err)
+	}
+
+	ncfg := baseConfig(t, "master", newURL)
+	ncfg.Node.Name = "master2"
+	ncfg.Failover.Peers = []string{old.addr}
+	if err := SaveNodeState(ncfg.Spool.Dir, NodeState{Role: config.RoleMaster, Generation: 2}); err != nil {
+		t.Fatal(err)
+	}
+	newer, _ := startMaster(t, ncfg)
+	if g := newer.Status().Generation; g != 2 {
+		t.Errorf("the newer master's generation is %d, want 2", g)
+	}
+	select {
+	case err := <-done:
+		var f *FencedError
+		if !errors.As(err, &f) || f.Higher != 2 {
+			t.Fatalf("the older master ended with %v; want a FencedError naming generation 2", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the older master kept running beside a newer one")
+	}
+}
