@@ -78,6 +78,20 @@ func Promote(ctx context.Context, conn *pgx.Conn, opts InstallOptions, fork Fork
 	return epoch, err
 }
 
+// Demote is Promote's reverse: it drops a master's capture objects (the
+// slot, the triggers, the audit table and the capture state) and leaves a
+// slave's state tables, empty, for the caller to fill: the applied
+// position of a switchover, or a restore's.
+func Demote(ctx context.Context, conn *pgx.Conn, schemas []string) error {
+	if err := Uninstall(ctx, conn); err != nil {
+		return fmt.Errorf("clear the capture state: %w", err)
+	}
+	if _, err := Install(ctx, conn, InstallOptions{Role: config.RoleSlave, Schemas: schemas}); err != nil {
+		return fmt.Errorf("install the slave's state tables: %w", err)
+	}
+	return nil
+}
+
 // ReadFork reads where the repository's capture history forked from its
 // old master's; the zero Fork when it did not (a first master), or when
 // capture is not installed.

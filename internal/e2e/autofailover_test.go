@@ -89,11 +89,9 @@ func autoFailoverScenario(t *testing.T, mode string) {
 		autoTimeout = 30 * time.Second
 	}
 	wit := newWitness(t)
-	hooks := t.TempDir() + "/hooks.log"
+	hooks := hooksLog(t)
 	common := func(node string) []string {
-		line := "echo " + node + " $SCHEDSYNC_EVENT $SCHEDSYNC_GENERATION >> " + hooks
-		return []string{"failover.promote_command=" + line, "failover.demote_command=" + line,
-			"failover.timeout=" + autoTimeout.String(), "failover.witness=" + wit.addr}
+		return append(hookLines(hooks, node), "failover.timeout="+autoTimeout.String(), "failover.witness="+wit.addr)
 	}
 	w := newWorldWith(t, ctx, mode, common("a"), common("b"))
 	w.slave.setKey(t, "failover.auto", "true")
@@ -169,17 +167,11 @@ func autoFailoverScenario(t *testing.T, mode string) {
 			t.Skip("measuring the defaults")
 		}
 		wit.close()
-		w.master.kill9(t)
-		if err := w.masterDB.StopImmediate(); err != nil {
-			t.Fatal(err)
-		}
+		w.killMasterHost(t)
 		holds(t, "witness")
 		// The master first: with the witness back, a slave whose master
 		// is still gone promotes itself at once.
-		if err := w.masterDB.Restart(ctx); err != nil {
-			t.Fatal(err)
-		}
-		w.master.start(t)
+		w.restartMasterHost(t, ctx)
 		w.waitRecovered(t)
 		wit.open(t, wit.addr)
 	})
@@ -196,15 +188,9 @@ func autoFailoverScenario(t *testing.T, mode string) {
 			st, err := w.slave.status()
 			return err == nil && st.State == "apply_error", st.String()
 		})
-		w.master.kill9(t)
-		if err := w.masterDB.StopImmediate(); err != nil {
-			t.Fatal(err)
-		}
+		w.killMasterHost(t)
 		holds(t, "cannot apply")
-		if err := w.masterDB.Restart(ctx); err != nil {
-			t.Fatal(err)
-		}
-		w.master.start(t)
+		w.restartMasterHost(t, ctx)
 		execOn(t, ctx, w.slave.repo, `ALTER TABLE job_history ADD COLUMN payload jsonb`)
 		w.waitRecovered(t)
 	})
@@ -212,10 +198,7 @@ func autoFailoverScenario(t *testing.T, mode string) {
 		return
 	}
 	t.Run("promotes once the master is gone", func(t *testing.T) {
-		w.master.kill9(t)
-		if err := w.masterDB.StopImmediate(); err != nil {
-			t.Fatal(err)
-		}
+		w.killMasterHost(t)
 		died := time.Now()
 		var writable time.Duration
 		eventually.True(t, "the slave to promote itself and take writes", 2*autoTimeout+30*time.Second, func() (bool, string) {
@@ -241,4 +224,23 @@ func autoFailoverScenario(t *testing.T, mode string) {
 		requireHook(t, hooks, "b promote 2")
 	})
 	t.Run("stop", func(t *testing.T) { w.slave.stop(t) })
+}
+
+// killMasterHost kills the master service (kill -9) and stops its
+// database (immediate), as when the master's host dies.
+func (w *world) killMasterHost(t *testing.T) {
+	t.Helper()
+	w.master.kill9(t)
+	if err := w.masterDB.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartMasterHost starts the master's database and service again.
+func (w *world) restartMasterHost(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if err := w.masterDB.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.master.start(t)
 }

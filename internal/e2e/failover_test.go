@@ -33,27 +33,7 @@ var lostFile = regexp.MustCompile(`(\d+) transaction\(s\) as master that master 
 func failoverScenario(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	hooks := filepath.Join(t.TempDir(), "hooks.log")
-	hook := func(node string) []string {
-		line := "echo " + node + " $SCHEDSYNC_EVENT $SCHEDSYNC_GENERATION >> " + hooks
-		return []string{"failover.promote_command=" + line, "failover.demote_command=" + line}
-	}
-	w := newWorldWith(t, ctx, mode, append(hook("old"), "capture.allow_no_pk=true"), append(hook("new"), "capture.allow_no_pk=true"))
-	// One list for both nodes, each node's own port included, as an
-	// operator copies it.
-	peers := "127.0.0.1:" + strconv.Itoa(w.master.listen) + ",127.0.0.1:" + strconv.Itoa(w.slave.listen)
-	w.master.setKey(t, "failover.peers", peers)
-	w.slave.setKey(t, "failover.peers", peers)
-	w.execBoth(t, ctx, windowSchema)
-	w.install(t)
-	if !t.Run("start", w.startServices) {
-		return
-	}
-	window := 0
-	change := func(url, name string) {
-		window++
-		changeWindow(t, ctx, url, window, name)
-	}
+	w, hooks, change := startFailoverPair(t, ctx, mode, "old", "new")
 	l := startLoad(w.pool)
 	t.Cleanup(l.stop)
 	change(w.master.repo, "captured")
@@ -230,5 +210,41 @@ func requireLostWindow(t *testing.T, path string, n int, name string) {
 	}
 	if lines != n || !found {
 		t.Errorf("%s: %d lines (want %d), lost window %q found: %v", path, lines, n, name, found)
+	}
+}
+
+// hooksLog is the file the failover tests' hooks append to.
+func hooksLog(t *testing.T) string { return filepath.Join(t.TempDir(), "hooks.log") }
+
+// hookLines are a node's failover hooks: both append "NODE EVENT
+// GENERATION" to hooks, for requireHook.
+func hookLines(hooks, node string) []string {
+	line := "echo " + node + " $SCHEDSYNC_EVENT $SCHEDSYNC_GENERATION >> " + hooks
+	return []string{"failover.promote_command=" + line, "failover.demote_command=" + line}
+}
+
+// startFailoverPair starts the pair of the failover and switchover
+// scenarios, streaming: hooks named masterName and slaveName, one
+// failover.peers list with both sync ports on both nodes (each node's own
+// included, as an operator copies it), tables without a key replicated,
+// the window tables installed. change makes the next window of changes
+// on a repository.
+func startFailoverPair(t *testing.T, ctx context.Context, mode, masterName, slaveName string) (w *world, hooks string, change func(url, name string)) {
+	t.Helper()
+	hooks = hooksLog(t)
+	w = newWorldWith(t, ctx, mode, append(hookLines(hooks, masterName), "capture.allow_no_pk=true"),
+		append(hookLines(hooks, slaveName), "capture.allow_no_pk=true"))
+	peers := "127.0.0.1:" + strconv.Itoa(w.master.listen) + ",127.0.0.1:" + strconv.Itoa(w.slave.listen)
+	w.master.setKey(t, "failover.peers", peers)
+	w.slave.setKey(t, "failover.peers", peers)
+	w.execBoth(t, ctx, windowSchema)
+	w.install(t)
+	if !t.Run("start", w.startServices) {
+		t.FailNow()
+	}
+	window := 0
+	return w, hooks, func(url, name string) {
+		window++
+		changeWindow(t, ctx, url, window, name)
 	}
 }

@@ -26,24 +26,7 @@ var tookLine = regexp.MustCompile(`took ([0-9.]+)s`)
 func switchoverScenario(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	hooks := t.TempDir() + "/hooks.log"
-	hook := func(node string) []string {
-		line := "echo " + node + " $SCHEDSYNC_EVENT $SCHEDSYNC_GENERATION >> " + hooks
-		return []string{"failover.promote_command=" + line, "failover.demote_command=" + line, "capture.allow_no_pk=true"}
-	}
-	w := newWorldWith(t, ctx, mode, hook("a"), hook("b"))
-	w.master.setKey(t, "failover.peers", "127.0.0.1:"+strconv.Itoa(w.slave.listen))
-	w.slave.setKey(t, "failover.peers", "127.0.0.1:"+strconv.Itoa(w.master.listen))
-	w.execBoth(t, ctx, windowSchema)
-	w.install(t)
-	if !t.Run("start", w.startServices) {
-		return
-	}
-	window := 0
-	change := func(url, name string) {
-		window++
-		changeWindow(t, ctx, url, window, name)
-	}
+	w, hooks, change := startFailoverPair(t, ctx, mode, "a", "b")
 	l := startLoad(w.pool)
 	t.Cleanup(l.stop)
 	change(w.master.repo, "before the switchover")

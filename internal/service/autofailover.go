@@ -71,8 +71,6 @@ func (s *Slave) autoFailoverLoop(ctx context.Context) error {
 	}
 	s.heard() // the timeout counts from now, not from the last session
 	timeout := s.cfg.Failover.Timeout
-	tick := time.NewTicker(max(timeout/20, 50*time.Millisecond))
-	defer tick.Stop()
 	var said string
 	say := func(msg string, args ...any) {
 		if msg != said {
@@ -80,30 +78,31 @@ func (s *Slave) autoFailoverLoop(ctx context.Context) error {
 			s.log.Warn(msg, args...)
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
+	// A promotion asked for stops the loops, ctx with them.
+	every(ctx, checkEvery(timeout), func() {
 		silent := time.Since(time.Unix(0, s.lastHeard.Load()))
-		if silent < timeout {
+		if silent < timeout || ctx.Err() != nil {
 			said = ""
-			continue
+			return
 		}
 		why, ok := s.mayPromote(ctx)
 		if !ok {
 			say("failover.auto: the master is unreachable, but this slave does not promote itself: "+why, "silent", silent.Round(time.Millisecond))
 			s.setAutoFailover(why)
-			continue
+			return
 		}
 		s.log.Warn("failover.auto: the master has been unreachable for failover.timeout; promoting this slave", "silent", silent.Round(time.Millisecond), "timeout", timeout)
-		if err := s.requestPromote(false); err != nil {
+		if _, err := s.startPromote(false); err != nil {
 			say("failover.auto: could not start the promotion: "+err.Error(), "silent", silent.Round(time.Millisecond))
-			continue
 		}
-		return nil
-	}
+	})
+	return nil
+}
+
+// checkEvery is how often failover.auto and self-fencing look: often
+// enough that the timeout is kept to within 5 %.
+func checkEvery(timeout time.Duration) time.Duration {
+	return max(timeout/20, 50*time.Millisecond)
 }
 
 // mayPromote checks the conditions of an automatic promotion besides the
@@ -146,34 +145,23 @@ func (m *Master) selfFenceLoop(ctx context.Context) error {
 	// margin for the checks themselves.
 	limit := m.cfg.Failover.Timeout - m.cfg.Failover.Timeout/4
 	lastContact := time.Now()
-	fenced := false
-	tick := time.NewTicker(max(m.cfg.Failover.Timeout/20, 50*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		contact := m.reg.anyConnected()
-		if !contact {
-			contact = reachable(ctx, witness) == nil
-		}
+	every(ctx, checkEvery(m.cfg.Failover.Timeout), func() {
+		contact := m.reg.anyConnected() || reachable(ctx, witness) == nil
+		fenced := m.selfFenced.Load()
 		switch {
 		case contact:
 			lastContact = time.Now()
 			if fenced {
-				fenced = false
 				m.log.Warn("self-fencing lifted: this master reaches a slave or the witness again")
 				m.unfenceSelf(ctx)
 			}
 		case !fenced && time.Since(lastContact) >= limit:
-			fenced = true
 			m.log.Error("self-fencing: this master reached neither a slave nor failover.witness for too long; the scheduler is stopped and the repository read only until it does",
 				"for", time.Since(lastContact).Round(time.Millisecond), "limit", limit)
 			m.fenceSelf(ctx)
 		}
-	}
+	})
+	return nil
 }
 
 // fenceSelf runs demote_command and makes the repository read only.
@@ -187,14 +175,10 @@ func (m *Master) fenceSelf(ctx context.Context) {
 	}
 }
 
-// unfenceSelf undoes fenceSelf.
+// unfenceSelf undoes fenceSelf; a repository it cannot make writable
+// stays fenced, and the next check tries again.
 func (m *Master) unfenceSelf(ctx context.Context) {
-	conn, err := pgx.ConnectConfig(ctx, m.connCfg)
-	if err == nil {
-		err = setReadOnly(ctx, conn, false)
-		conn.Close(context.Background())
-	}
-	if err != nil {
+	if err := m.thaw(ctx); err != nil {
 		m.log.Error("self-fencing lifted, but the repository could not be made writable", "err", err)
 		return
 	}

@@ -72,11 +72,9 @@ func (m *Master) checkPeers(ctx context.Context) error {
 		if w.Name == m.cfg.Node.Name || w.Identity.SameDatabase(id) {
 			continue // this node itself: one peers list copied to every node
 		}
-		host, port, _ := net.SplitHostPort(peer)
 		switch {
 		case w.Generation > own:
-			return &FencedError{Node: m.cfg.Node.Name, Generation: own, By: fmt.Sprintf("master %s at %s", w.Name, peer),
-				Higher: w.Generation, MasterHost: host, MasterPort: port, ConfigPath: m.opts.ConfigPath}
+			return m.fencedByPeer(peer, w)
 		case w.Generation == own:
 			return fmt.Errorf("failover peer %s at %s is a master of the same generation %d as this node: two nodes are configured as master; "+
 				"make one of them a slave (node.role = slave, then schedsync resync --force on it)", w.Name, peer, own)
@@ -84,6 +82,14 @@ func (m *Master) checkPeers(ctx context.Context) error {
 		m.log.Info("failover peer is a master of a lower generation; it will fence itself", "peer", peer, "name", w.Name, "generation", w.Generation)
 	}
 	return nil
+}
+
+// fencedByPeer is the FencedError of a master that found peer w, a master
+// of a higher generation, at peer's sync port.
+func (m *Master) fencedByPeer(peer string, w ship.Welcome) *FencedError {
+	host, port, _ := net.SplitHostPort(peer)
+	return &FencedError{Node: m.cfg.Node.Name, Generation: m.gen.Load(), By: fmt.Sprintf("master %s at %s", w.Name, peer),
+		Higher: w.Generation, MasterHost: host, MasterPort: port, ConfigPath: m.opts.ConfigPath}
 }
 
 // probe asks one peer's sync port for its Welcome.
@@ -170,24 +176,14 @@ func (m *Master) watchPeers(ctx context.Context) error {
 	if len(m.cfg.Failover.Peers) == 0 {
 		return nil
 	}
-	tick := time.NewTicker(max(m.cfg.Sync.Heartbeat, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		own := m.gen.Load()
+	// Fencing ends Run, and ctx with it.
+	every(ctx, max(m.cfg.Sync.Heartbeat, time.Second), func() {
 		for _, peer := range m.cfg.Failover.Peers {
-			w, err := m.probe(ctx, peer)
-			if err != nil || w.Generation <= own {
-				continue
+			if w, err := m.probe(ctx, peer); err == nil && w.Generation > m.gen.Load() {
+				m.fence(m.fencedByPeer(peer, w))
+				return
 			}
-			host, port, _ := net.SplitHostPort(peer)
-			m.fence(&FencedError{Node: m.cfg.Node.Name, Generation: own, By: fmt.Sprintf("master %s at %s", w.Name, peer),
-				Higher: w.Generation, MasterHost: host, MasterPort: port, ConfigPath: m.opts.ConfigPath})
-			return nil
 		}
-	}
+	})
+	return nil
 }

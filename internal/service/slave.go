@@ -518,13 +518,9 @@ func (s *Slave) promote(ctx context.Context, force bool) (PromoteResult, error) 
 	}
 }
 
-// requestPromote has Run promote the node without waiting for it (the
-// caller is one of the loops Run waits for).
-func (s *Slave) requestPromote(force bool) error {
-	_, err := s.startPromote(force)
-	return err
-}
-
+// startPromote stops the loops and hands Run a promotion, whose outcome
+// the returned request receives; one of the loops may call it, and then
+// must not wait for that outcome.
 func (s *Slave) startPromote(force bool) (*promoteRequest, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

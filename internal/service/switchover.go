@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func (m *Master) serveSwitchover(ctx context.Context, nc net.Conn, hello ship.He
 	hbctx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	go conn.SendHeartbeats(hbctx, func() ship.Heartbeat { return ship.Heartbeat{Position: m.sp.DurablePosition()} })
-	req, err := receiveRequest(ctx, conn, 30*time.Second)
+	req, err := receive[ship.Request](ctx, conn, 30*time.Second)
 	if err != nil || req.Kind != ship.RequestSwitchover {
 		log.Info("switchover connection without a switchover request", "err", err)
 		return
@@ -108,7 +109,7 @@ func (m *Master) serveSwitchover(ctx context.Context, nc net.Conn, hello ship.He
 		m.settleSwitchover(ctx, log, host, ask.Port, ready, false)
 		return
 	}
-	verdict, err := receiveRequest(ctx, conn, switchoverVerdict)
+	verdict, err := receive[ship.Request](ctx, conn, switchoverVerdict)
 	committed := err == nil && verdict.Kind == ship.RequestSwitchoverCommit
 	if committed {
 		_ = conn.Send(ctx, ship.Reply{ID: verdict.ID, Kind: verdict.Kind})
@@ -122,7 +123,7 @@ func (m *Master) serveSwitchover(ctx context.Context, nc net.Conn, hello ship.He
 // settleSwitchover demotes this master if the slave took over (it said so,
 // or its sync port answers with a higher generation), and undoes the
 // demotion otherwise.
-func (m *Master) settleSwitchover(ctx context.Context, log interface{ Warn(string, ...any) }, host string, port int, ready switchoverReady, committed bool) {
+func (m *Master) settleSwitchover(ctx context.Context, log *slog.Logger, host string, port int, ready switchoverReady, committed bool) {
 	if !committed {
 		peer := net.JoinHostPort(host, strconv.Itoa(port))
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(200 * time.Millisecond) {
@@ -143,17 +144,19 @@ func (m *Master) settleSwitchover(ctx context.Context, log interface{ Warn(strin
 	}
 }
 
-// receiveRequest waits for the peer's next Request, passing heartbeats.
-func receiveRequest(ctx context.Context, conn *ship.Conn, wait time.Duration) (ship.Request, error) {
+// receive waits for the peer's next message of type T (a Request or a
+// Reply), passing heartbeats.
+func receive[T ship.Message](ctx context.Context, conn *ship.Conn, wait time.Duration) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
 		msg, err := conn.Receive(ctx)
 		if err != nil {
-			return ship.Request{}, err
+			var zero T
+			return zero, err
 		}
-		if r, ok := msg.(ship.Request); ok {
-			return r, nil
+		if m, ok := msg.(T); ok {
+			return m, nil
 		}
 	}
 }
@@ -275,17 +278,22 @@ func setReadOnly(ctx context.Context, conn *pgx.Conn, on bool) error {
 	return nil
 }
 
+// thaw undoes freeze.
+func (m *Master) thaw(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, m.connCfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return setReadOnly(ctx, conn, false)
+}
+
 // undoDemote makes the repository writable again and brings the
 // scheduler back: the master stays master.
 func (m *Master) undoDemote(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, hookTimeout)
 	defer cancel()
-	conn, err := pgx.ConnectConfig(ctx, m.connCfg)
-	if err == nil {
-		err = setReadOnly(ctx, conn, false)
-		conn.Close(context.Background())
-	}
-	if err != nil {
+	if err := m.thaw(ctx); err != nil {
 		m.log.Error("switchover undone, but the repository could not be made writable again: run ALTER DATABASE ... RESET default_transaction_read_only", "err", err)
 	}
 	m.resumeCapture()
@@ -306,11 +314,8 @@ func (m *Master) completeDemote(d *demotion) error {
 		return fmt.Errorf("switchover: connect to the repository to become a slave: %w", err)
 	}
 	defer conn.Close(context.Background())
-	if err := capture.Uninstall(ctx, conn); err != nil {
-		return fmt.Errorf("switchover: clear the capture state: %w", err)
-	}
-	if _, err := capture.Install(ctx, conn, capture.InstallOptions{Role: config.RoleSlave, Schemas: m.cfg.Repository.Schemas}); err != nil {
-		return fmt.Errorf("switchover: install the slave's state: %w", err)
+	if err := capture.Demote(ctx, conn, m.cfg.Repository.Schemas); err != nil {
+		return fmt.Errorf("switchover: %w", err)
 	}
 	if _, err := conn.Exec(ctx, `UPDATE schedsync.state SET applied_position = $1, capture_epoch = $2, needs_resync = false,
 		generation = GREATEST(generation, $3), updated_at = now() WHERE id = 1`,
@@ -366,7 +371,7 @@ func (s *Slave) switchover(ctx context.Context) (SwitchoverResult, error) {
 	if err := conn.Send(ctx, ship.Request{ID: 1, Kind: ship.RequestSwitchover, Body: body}); err != nil {
 		return res, err
 	}
-	reply, err := receiveReply(ctx, conn, switchoverRequest)
+	reply, err := receive[ship.Reply](ctx, conn, switchoverRequest)
 	if err != nil {
 		return res, fmt.Errorf("no answer from the master: %w; both nodes keep their roles", err)
 	}
@@ -397,23 +402,8 @@ func (s *Slave) switchover(ctx context.Context) (SwitchoverResult, error) {
 		s.log.Error("switchover: promoted at another position than the master's final one", "applied", res.Promote.AppliedPosition, "final", ready.Position)
 	}
 	if err := conn.Send(ctx, ship.Request{ID: 3, Kind: ship.RequestSwitchoverCommit}); err == nil {
-		_, _ = receiveReply(ctx, conn, 10*time.Second)
+		_, _ = receive[ship.Reply](ctx, conn, 10*time.Second)
 	}
 	res.TookSeconds = time.Since(start).Seconds()
 	return res, nil
-}
-
-// receiveReply waits for the peer's next Reply, passing heartbeats.
-func receiveReply(ctx context.Context, conn *ship.Conn, wait time.Duration) (ship.Reply, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	for {
-		msg, err := conn.Receive(ctx)
-		if err != nil {
-			return ship.Reply{}, err
-		}
-		if r, ok := msg.(ship.Reply); ok {
-			return r, nil
-		}
-	}
 }

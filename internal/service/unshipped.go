@@ -116,11 +116,8 @@ func SaveUnshipped(ctx context.Context, cfg config.Config, fork capture.Fork, lo
 	if mode != "" {
 		// The capture state of the old term goes; the slave's state
 		// tables come back empty, for restore to fill.
-		if err := capture.Uninstall(ctx, conn); err != nil {
-			return out, fmt.Errorf("clear the old capture state: %w", err)
-		}
-		if _, err := capture.Install(ctx, conn, capture.InstallOptions{Role: config.RoleSlave, Schemas: cfg.Repository.Schemas}); err != nil {
-			return out, fmt.Errorf("install the slave's state tables: %w", err)
+		if err := capture.Demote(ctx, conn, cfg.Repository.Schemas); err != nil {
+			return out, err
 		}
 	}
 	return out, nil
