@@ -164,9 +164,11 @@ func (m *Master) selfFenceLoop(ctx context.Context) error {
 	return nil
 }
 
-// fenceSelf runs demote_command and makes the repository read only.
+// fenceSelf runs demote_command and makes the repository read only;
+// only then does status say "fenced", so that whoever reads it can rely
+// on the repository refusing writes.
 func (m *Master) fenceSelf(ctx context.Context) {
-	m.selfFenced.Store(true)
+	defer m.selfFenced.Store(true)
 	if err := RunHook(ctx, m.cfg, m.log, HookFenced, "master", m.gen.Load()); err != nil {
 		m.log.Error("self-fencing: failover.demote_command failed", "err", err)
 	}
