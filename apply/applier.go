@@ -129,17 +129,18 @@ func (a *Applier) Run(ctx context.Context) (err error) {
 	if _, err := conn.Exec(ctx, sessionSetup); err != nil {
 		return fmt.Errorf("set up the apply session: %w", err)
 	}
-	s := &session{a: a, conn: conn, tables: tables{}}
+	s := &session{a: a, conn: conn, tables: tables{}, seqs: map[string]bool{}}
 	if err := s.load(ctx); err != nil {
 		return err
 	}
 	for {
 		err := s.run(ctx)
-		if isUniqueViolation(err) {
+		if isUniqueViolation(err) || isCardinalityViolation(err) {
 			// A row the master's state did not hold at this point (see the
-			// package doc); apply the stuck group change by change,
-			// clearing the way.
-			a.logger.Info("unique conflict in grouped apply; applying change by change", "after", a.applied.Load(), "err", err)
+			// package doc), or an order inside a set-based statement that
+			// the master never had (net.go); apply the stuck group change
+			// by change, clearing the way.
+			a.logger.Info("conflict in grouped apply; applying change by change", "after", a.applied.Load(), "err", err)
 			err = s.careful(ctx)
 		}
 		switch {
@@ -178,6 +179,7 @@ type session struct {
 	a      *Applier
 	conn   *pgx.Conn
 	tables tables
+	seqs   map[string]bool // sequences known to exist on the slave
 	// failedAt is the last position read by the group that failed.
 	failedAt uint64
 	// epoch is the capture history of the group being applied: the
@@ -245,12 +247,13 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 	start, bytes := time.Now(), 0
 	var commitTime time.Time
 	s.epoch = s.a.epoch.Load()
+	net := newNetChanges()
 	for {
 		s.failedAt = pos
 		if err := s.admit(pos, src.Header()); err != nil {
 			return err
 		}
-		n, err := s.txn(ctx, p, src)
+		n, err := s.txn(ctx, p, net, src)
 		if err != nil {
 			return err
 		}
@@ -264,6 +267,7 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 			return err
 		}
 	}
+	net.flush(p.queue)
 	p.queue(setApplied(s.a.applied.Load(), pos, s.epoch))
 	p.queue(stmt{sql: "COMMIT"})
 	if err := p.flush(ctx); err != nil {
@@ -323,9 +327,15 @@ func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64
 	return nil
 }
 
-// txn queues (and flushes as the pipeline fills) the statements of one
-// source transaction and returns its raw size.
-func (s *session) txn(ctx context.Context, p *pipeline, src change.TxnSource) (int, error) {
+// netMaxBytes bounds the raw bytes of changes held as a net effect
+// before it is written out, whatever the batch limits: a transaction of a
+// million rows is applied in slices, not held whole in memory.
+const netMaxBytes = 4 << 20
+
+// txn folds the changes of one source transaction into net, queueing what
+// cannot wait (truncations, sequences, changes net cannot absorb) and
+// flushing as the pipeline or net fills; it returns the raw size.
+func (s *session) txn(ctx context.Context, p *pipeline, net *netChanges, src change.TxnSource) (int, error) {
 	var truncs []string
 	flushTruncs := func() {
 		if len(truncs) > 0 {
@@ -344,17 +354,37 @@ func (s *session) txn(ctx context.Context, p *pipeline, src change.TxnSource) (i
 			return 0, fmt.Errorf("read the spool: %w", err)
 		}
 		size += c.Size()
-		stmts, err := s.statements(ctx, c, &truncs)
+		if c.Op == change.Sequence {
+			st, err := s.setval(ctx, c)
+			if err != nil {
+				return 0, err
+			}
+			flushTruncs()
+			p.queue(st)
+			continue
+		}
+		t, err := s.tables.get(ctx, s.conn, c.Schema, c.Table)
 		if err != nil {
 			return 0, err
 		}
-		if len(stmts) > 0 {
-			flushTruncs()
+		if c.Op == change.Truncate {
+			net.drop(t)
+			truncs = append(truncs, t.qname)
+			continue
+		}
+		flushTruncs()
+		stmts, err := net.add(t, c, p.queue)
+		if err != nil {
+			return 0, err
 		}
 		for _, st := range stmts {
 			p.queue(st)
 		}
-		if p.full() {
+		held := net.bytes >= min(netMaxBytes, s.a.opts.BatchMaxBytes)
+		if held {
+			net.flush(p.queue)
+		}
+		if held || p.full() {
 			if err := p.flush(ctx); err != nil {
 				return 0, err
 			}
@@ -362,19 +392,13 @@ func (s *session) txn(ctx context.Context, p *pipeline, src change.TxnSource) (i
 	}
 }
 
-// statements turns a change into statements; truncations are gathered in
-// truncs so that consecutive ones run as one TRUNCATE.
+// statements turns a change into statements, one change at a time (the
+// careful path); truncations are gathered in truncs so that consecutive
+// ones run as one TRUNCATE.
 func (s *session) statements(ctx context.Context, c *change.Change, truncs *[]string) ([]stmt, error) {
 	if c.Op == change.Sequence {
-		qname := c.QualifiedName()
-		var exists bool
-		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, qname).Scan(&exists); err != nil {
-			return nil, err
-		}
-		if !exists {
-			return nil, fmt.Errorf("%w: the slave has no sequence %s; create it like the master's", ErrSchema, qname)
-		}
-		return []stmt{setval(qname, c.New[0].Text)}, nil
+		st, err := s.setval(ctx, c)
+		return []stmt{st}, err
 	}
 	t, err := s.tables.get(ctx, s.conn, c.Schema, c.Table)
 	if err != nil {
@@ -389,6 +413,23 @@ func (s *session) statements(ctx context.Context, c *change.Change, truncs *[]st
 		return nil, fmt.Errorf("%s on %s: %w", c.Op, t.qname, err)
 	}
 	return stmts, nil
+}
+
+// setval is the statement of a sequence change, once the slave is known
+// to have the sequence (looked up once per session).
+func (s *session) setval(ctx context.Context, c *change.Change) (stmt, error) {
+	qname := c.QualifiedName()
+	if !s.seqs[qname] {
+		var exists bool
+		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, qname).Scan(&exists); err != nil {
+			return stmt{}, err
+		}
+		if !exists {
+			return stmt{}, fmt.Errorf("%w: the slave has no sequence %s; create it like the master's", ErrSchema, qname)
+		}
+		s.seqs[qname] = true
+	}
+	return setval(qname, c.New[0].Text), nil
 }
 
 // pipeline sends queued statements in one round trip, on a connection or
@@ -429,6 +470,13 @@ func firstWords(sql string) string {
 		return sql[:80] + "…"
 	}
 	return sql
+}
+
+// isCardinalityViolation: a set-based statement touched one row twice,
+// for two keys spelled apart that the slave holds equal (net.go).
+func isCardinalityViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "21000"
 }
 
 func isUniqueViolation(err error) bool {

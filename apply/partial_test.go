@@ -175,3 +175,31 @@ func TestPartialUpdateByFullRowIdentity(t *testing.T) {
 	requireBlob(t, r, `SELECT data FROM loose WHERE note = 'z'`, b)
 	requireBlob(t, r, `SELECT data FROM loose WHERE a = 2`, other)
 }
+
+// TestPartialUpdatesWithinOneGroup: partial updates meet other changes of
+// the same row within one apply group, where set-based apply (net.go)
+// folds them: over an image of the group (merged, also when the key
+// moves), over another partial update (the sent columns add up), and
+// after a delete of the group (applied in order: the row is gone).
+func TestPartialUpdatesWithinOneGroup(t *testing.T) {
+	r := newRig(t, `CREATE TABLE doc (id int PRIMARY KEY, name text, data bytea, n int)`, false)
+	b1 := blob(10, 1<<20)
+	r.Exec(r.SlaveURL, `INSERT INTO doc VALUES (1, 'a', $1, 1), (2, 'b', '\x02', 1), (3, 'c', '\x03', 1)`, b1)
+	cols, key := []string{"id", "name", "data", "n"}, []string{"id"}
+	k := func(id string) []change.Value { return []change.Value{text(id)} }
+	feed(t, r,
+		change.Change{Op: change.Insert, Schema: "public", Table: "doc", Columns: cols, New: []change.Value{text("4"), text("d"), text(`\x04`), text("1")}},
+		update("doc", key, k("4"), cols, u, text("d2"), u, text("2")),
+		update("doc", key, k("4"), cols, text("5"), u, u, u),
+		update("doc", key, k("1"), cols, u, text("a2"), u, u),
+		update("doc", key, k("1"), cols, u, u, u, text("7")),
+		change.Change{Op: change.Delete, Schema: "public", Table: "doc", KeyColumns: key, OldKey: k("2")},
+		update("doc", key, k("2"), cols, u, text("ghost"), u, u),
+		update("doc", key, k("3"), cols, text("3"), text("c"), text(`\x33`), text("1")),
+		update("doc", key, k("3"), cols, u, u, u, text("9")),
+	)
+	requireRows(t, r, `(1,a2,7) (3,c,9) (5,d2,2)`, `SELECT id, name, n FROM doc`)
+	requireBlob(t, r, `SELECT data FROM doc WHERE id = 1`, b1)
+	requireBlob(t, r, `SELECT data FROM doc WHERE id = 3`, []byte{0x33})
+	requireBlob(t, r, `SELECT data FROM doc WHERE id = 5`, []byte{0x04})
+}

@@ -63,35 +63,38 @@ func (t *table) upsert(cols []string, vals []change.Value) stmt {
 		for i, c := range cols {
 			casts[i] = t.cast(i+1, c)
 		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "INSERT INTO %s (%s)", t.qname, quoteList(cols))
-		if t.ident {
-			b.WriteString(" OVERRIDING SYSTEM VALUE")
-		}
-		fmt.Fprintf(&b, " VALUES (%s)", strings.Join(casts, ", "))
-		if len(t.pk) > 0 {
-			fmt.Fprintf(&b, " ON CONFLICT (%s) DO ", quoteList(t.pk))
-			var sets []string
-			inKey := map[string]bool{}
-			for _, k := range t.pk {
-				inKey[k] = true
-			}
-			for _, c := range cols {
-				if !inKey[c] {
-					q := change.QuoteIdent(c)
-					sets = append(sets, q+" = EXCLUDED."+q)
-				}
-			}
-			if len(sets) == 0 {
-				b.WriteString("NOTHING")
-			} else {
-				b.WriteString("UPDATE SET " + strings.Join(sets, ", "))
-			}
-		}
-		sql = b.String()
+		sql = fmt.Sprintf("INSERT INTO %s (%s)%s VALUES (%s)%s", t.qname, quoteList(cols), t.overriding(),
+			strings.Join(casts, ", "), t.onConflict(cols))
 		t.stmts[key] = sql
 	}
 	return stmt{sql: sql, args: args(vals)}
+}
+
+// overriding lets an INSERT write a GENERATED ALWAYS identity column.
+func (t *table) overriding() string {
+	if t.ident {
+		return " OVERRIDING SYSTEM VALUE"
+	}
+	return ""
+}
+
+// onConflict makes an INSERT of cols an upsert on the primary key: the
+// row already there takes the new values. Nothing for a table without one.
+func (t *table) onConflict(cols []string) string {
+	if len(t.pk) == 0 {
+		return ""
+	}
+	var sets []string
+	for _, c := range cols {
+		if !slices.Contains(t.pk, c) {
+			q := change.QuoteIdent(c)
+			sets = append(sets, q+" = EXCLUDED."+q)
+		}
+	}
+	if len(sets) == 0 {
+		return fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", quoteList(t.pk))
+	}
+	return fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", quoteList(t.pk), strings.Join(sets, ", "))
 }
 
 // delete removes the row with the given identity if it is there. By primary
