@@ -186,6 +186,19 @@ type session struct {
 	// committed one, or the one a slave that started empty takes from its
 	// first transaction. It is committed with the applied position.
 	epoch uint64
+	// queued is the position the last group sent ends at: applied, or
+	// ahead of it while that group's results are in flight.
+	queued uint64
+	// inflight is the batch sent and not yet read back: apply reads and
+	// folds the next group while the server runs it.
+	inflight *inflight
+}
+
+// inflight is a batch whose results are still to be read.
+type inflight struct {
+	res    pgx.BatchResults
+	queued []*pgx.QueuedQuery
+	done   func() // after its last result, if all succeeded
 }
 
 // admit checks that the transaction at pos continues the capture history
@@ -196,7 +209,7 @@ func (s *session) admit(pos uint64, h change.TxnHeader) error {
 	switch {
 	case h.Epoch == s.epoch:
 		return nil
-	case s.epoch == 0 && s.a.applied.Load() == 0:
+	case s.epoch == 0 && s.queued == 0:
 		s.epoch = h.Epoch
 		return nil
 	}
@@ -206,13 +219,26 @@ func (s *session) admit(pos uint64, h change.TxnHeader) error {
 }
 
 // run applies groups until an error.
-func (s *session) run(ctx context.Context) error {
-	r, err := s.a.log.NewReader(s.a.applied.Load())
+func (s *session) run(ctx context.Context) (err error) {
+	s.queued, s.epoch = s.a.applied.Load(), s.a.epoch.Load()
+	r, err := s.a.log.NewReader(s.queued)
 	if err != nil {
-		return fmt.Errorf("read the spool after position %d: %w", s.a.applied.Load(), err)
+		return fmt.Errorf("read the spool after position %d: %w", s.queued, err)
 	}
 	defer r.Close()
+	defer func() {
+		if werr := s.wait(context.Background()); err == nil {
+			err = werr
+		}
+	}()
 	for {
+		// Nothing more to read yet, or a hold before the next: the group
+		// in flight must land first, or its position would wait with it.
+		if s.a.log.DurablePosition() <= s.queued || s.a.heldAt(s.queued) {
+			if err := s.wait(ctx); err != nil {
+				return err
+			}
+		}
 		pos, src, err := r.Next(ctx)
 		if err != nil {
 			return err
@@ -241,12 +267,14 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 		if err != nil {
 			// After a failed statement the transaction is aborted but open
 			// (or already gone, after a failed COMMIT: then this warns).
+			// What is in flight lands first: the previous group's commit,
+			// or a part of this group, which the ROLLBACK then undoes.
+			_ = s.wait(context.Background())
 			_, _ = s.conn.Exec(context.Background(), "ROLLBACK")
 		}
 	}()
 	start, bytes := time.Now(), 0
 	var commitTime time.Time
-	s.epoch = s.a.epoch.Load()
 	net := newNetChanges()
 	for {
 		s.failedAt = pos
@@ -268,12 +296,41 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 		}
 	}
 	net.flush(p.queue)
-	p.queue(setApplied(s.a.applied.Load(), pos, s.epoch))
+	p.queue(setApplied(s.queued, pos, s.epoch))
 	p.queue(stmt{sql: "COMMIT"})
-	if err := p.flush(ctx); err != nil {
-		return fmt.Errorf("commit applied position %d: %w", pos, err)
+	s.queued = pos
+	epoch := s.epoch
+	return s.ship(ctx, p, func() { s.applied(pos, epoch, commitTime) })
+}
+
+// ship sends what p holds without waiting for the results, once those of
+// the batch sent before are in; done runs after its results, if they all
+// succeed.
+func (s *session) ship(ctx context.Context, p *pipeline, done func()) error {
+	if err := s.wait(ctx); err != nil {
+		return err
 	}
-	s.applied(pos, commitTime)
+	b := p.take()
+	res := s.conn.SendBatch(ctx, b)
+	s.inflight = &inflight{res: res, queued: b.QueuedQueries, done: done}
+	return nil
+}
+
+// wait reads the results of the batch in flight. A failed statement
+// leaves the server's transaction aborted, so it is rolled back here.
+func (s *session) wait(ctx context.Context) error {
+	f := s.inflight
+	if f == nil {
+		return nil
+	}
+	s.inflight = nil
+	if err := readBatch(f.res, f.queued); err != nil {
+		_, _ = s.conn.Exec(context.Background(), "ROLLBACK")
+		return err
+	}
+	if f.done != nil {
+		f.done()
+	}
 	return nil
 }
 
@@ -308,8 +365,8 @@ func moved(err error) error {
 	return err
 }
 
-func (s *session) applied(pos uint64, commitTime time.Time) {
-	s.a.epoch.Store(s.epoch)
+func (s *session) applied(pos, epoch uint64, commitTime time.Time) {
+	s.a.epoch.Store(epoch)
 	s.a.applied.Store(pos)
 	s.a.opts.OnApplied(pos, commitTime)
 }
@@ -323,7 +380,7 @@ func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit applied position %d: %w", pos, err)
 	}
-	s.applied(pos, commitTime)
+	s.applied(pos, s.epoch, commitTime)
 	return nil
 }
 
@@ -363,7 +420,7 @@ func (s *session) txn(ctx context.Context, p *pipeline, net *netChanges, src cha
 			p.queue(st)
 			continue
 		}
-		t, err := s.tables.get(ctx, s.conn, c.Schema, c.Table)
+		t, err := s.table(ctx, c)
 		if err != nil {
 			return 0, err
 		}
@@ -385,7 +442,7 @@ func (s *session) txn(ctx context.Context, p *pipeline, net *netChanges, src cha
 			net.flush(p.queue)
 		}
 		if held || p.full() {
-			if err := p.flush(ctx); err != nil {
+			if err := s.ship(ctx, p, nil); err != nil {
 				return 0, err
 			}
 		}
@@ -400,7 +457,7 @@ func (s *session) statements(ctx context.Context, c *change.Change, truncs *[]st
 		st, err := s.setval(ctx, c)
 		return []stmt{st}, err
 	}
-	t, err := s.tables.get(ctx, s.conn, c.Schema, c.Table)
+	t, err := s.table(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -415,11 +472,26 @@ func (s *session) statements(ctx context.Context, c *change.Change, truncs *[]st
 	return stmts, nil
 }
 
+// table is the slave's description of c's table; looking it up the first
+// time needs the connection, so the batch in flight lands first.
+func (s *session) table(ctx context.Context, c *change.Change) (*table, error) {
+	if t := s.tables.cached(c.Schema, c.Table); t != nil {
+		return t, nil
+	}
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.tables.get(ctx, s.conn, c.Schema, c.Table)
+}
+
 // setval is the statement of a sequence change, once the slave is known
 // to have the sequence (looked up once per session).
 func (s *session) setval(ctx context.Context, c *change.Change) (stmt, error) {
 	qname := c.QualifiedName()
 	if !s.seqs[qname] {
+		if err := s.wait(ctx); err != nil {
+			return stmt{}, err
+		}
 		var exists bool
 		if err := s.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, qname).Scan(&exists); err != nil {
 			return stmt{}, err
@@ -449,8 +521,21 @@ func (p *pipeline) flush(ctx context.Context) error {
 	if p.batch.Len() == 0 {
 		return nil
 	}
-	queued := p.batch.QueuedQueries
-	res := p.send.SendBatch(ctx, &p.batch)
+	b := p.take()
+	return readBatch(p.send.SendBatch(ctx, b), b.QueuedQueries)
+}
+
+// take hands the queued statements over, for sending, and starts afresh:
+// the results read from the batch sent.
+func (p *pipeline) take() *pgx.Batch {
+	b := p.batch
+	p.batch = pgx.Batch{}
+	return &b
+}
+
+// readBatch reads the results of the queued statements, naming the first
+// that failed.
+func readBatch(res pgx.BatchResults, queued []*pgx.QueuedQuery) error {
 	var err error
 	for i := range queued {
 		if _, err = res.Exec(); err != nil {
@@ -461,7 +546,6 @@ func (p *pipeline) flush(ctx context.Context) error {
 	if cerr := res.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
-	p.batch = pgx.Batch{}
 	return err
 }
 

@@ -29,6 +29,11 @@ type table struct {
 // tables caches slave table descriptions for one apply session.
 type tables map[string]*table
 
+// cached is the table's description if it was looked up already.
+func (ts tables) cached(schema, name string) *table {
+	return ts[change.QuoteIdent(schema)+"."+change.QuoteIdent(name)]
+}
+
 func (ts tables) get(ctx context.Context, conn *pgx.Conn, schema, name string) (*table, error) {
 	qname := change.QuoteIdent(schema) + "." + change.QuoteIdent(name)
 	if t := ts[qname]; t != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/schedsync/schedsync/internal/change"
 )
 
 // decodeSegment does with the bytes of a segment file what Open and a
@@ -60,7 +62,7 @@ func decodeItems(st *txnStream, h recordHeader, raw []byte) error {
 			return err
 		}
 		if it.kind == itemChange {
-			if _, err := decodeChangeItem(it.body); err != nil {
+			if _, err := decodeChangeItem(&change.Interner{}, it.body); err != nil {
 				return err
 			}
 		}

@@ -119,9 +119,9 @@ func parseItem(raw []byte) (item, int, error) {
 }
 
 // decodeChangeItem decodes a change item's body, which must hold exactly
-// one change.
-func decodeChangeItem(body []byte) (change.Change, error) {
-	c, rest, err := change.DecodeChange(body)
+// one change, sharing names through in.
+func decodeChangeItem(in *change.Interner, body []byte) (change.Change, error) {
+	c, rest, err := in.DecodeChange(body)
 	if err != nil {
 		return c, err
 	}

@@ -31,6 +31,7 @@ type Reader struct {
 	st     txnStream
 
 	cur     change.Change
+	names   change.Interner // shares the names of the changes decoded
 	src     *txnSource
 	shipped bool // NextRecord returned a record: later ones go out as stored
 	err     error
@@ -321,7 +322,7 @@ func (t *txnSource) Next() (*change.Change, error) {
 		t.done = true
 		return nil, io.EOF
 	}
-	c, err := decodeChangeItem(it.body)
+	c, err := decodeChangeItem(&r.names, it.body)
 	if err != nil {
 		return nil, r.fail(r.corrupt(r.recOff, err))
 	}

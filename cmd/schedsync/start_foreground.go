@@ -27,6 +27,11 @@ func (a *app) runForeground(ctx context.Context, cfg *config.Config, opts startO
 	}
 	defer closeLog()
 	log := service.NewLogger(logw, cfg.Log)
+	stopProfile, err := startProfile()
+	if err != nil {
+		return a.foregroundResult(err, pipe)
+	}
+	defer stopProfile()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

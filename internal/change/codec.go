@@ -80,11 +80,33 @@ func appendValues(buf []byte, vs []Value) []byte {
 // It validates the result; any malformed input gives an error wrapping
 // ErrCorrupt. Memory allocated is bounded by len(buf).
 func DecodeChange(buf []byte) (Change, []byte, error) {
-	d := decoder{buf: buf}
+	var in Interner
+	return in.DecodeChange(buf)
+}
+
+// Interner decodes changes sharing what repeats from one change to the
+// next, the schema, table and column names: a stream of changes to a few
+// tables then allocates little more than its values. The Columns and
+// KeyColumns slices of the changes it returns are shared and must not be
+// modified. The zero value is ready; it is not safe for concurrent use.
+type Interner struct {
+	names map[string]string
+	lists map[string][]string
+}
+
+// internMax bounds an Interner's entries; past it, it starts afresh.
+const internMax = 4096
+
+// DecodeChange is DecodeChange, with names shared through in.
+func (in *Interner) DecodeChange(buf []byte) (Change, []byte, error) {
+	if in.names == nil || len(in.names)+len(in.lists) > internMax {
+		in.names, in.lists = map[string]string{}, map[string][]string{}
+	}
+	d := decoder{buf: buf, in: in}
 	var c Change
 	c.Op = Op(d.byte())
-	c.Schema = d.string()
-	c.Table = d.string()
+	c.Schema = d.name()
+	c.Table = d.name()
 	c.Columns = d.strings()
 	c.New = d.values()
 	c.KeyColumns = d.strings()
@@ -101,6 +123,7 @@ func DecodeChange(buf []byte) (Change, []byte, error) {
 type decoder struct {
 	buf []byte
 	err error
+	in  *Interner
 }
 
 func (d *decoder) fail(what string) {
@@ -153,33 +176,76 @@ func (d *decoder) string() string {
 	return s
 }
 
+// name reads a string through the interner: the map lookup with a
+// converted key does not allocate.
+func (d *decoder) name() string {
+	n := d.count(1)
+	if d.err != nil {
+		return ""
+	}
+	b := d.buf[:n]
+	d.buf = d.buf[n:]
+	if s, ok := d.in.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	d.in.names[s] = s
+	return s
+}
+
+// strings reads a list of names; a list seen before, byte for byte, is
+// the same slice, and costs no allocation.
 func (d *decoder) strings() []string {
+	start := d.buf
 	n := d.count(1)
 	if n == 0 {
 		return nil
 	}
+	names := d.buf
+	for range n {
+		d.buf = d.buf[d.count(1):]
+		if d.err != nil {
+			return nil
+		}
+	}
+	raw := start[:len(start)-len(d.buf)]
+	if shared, ok := d.in.lists[string(raw)]; ok {
+		return shared
+	}
+	after := d.buf
+	d.buf = names
 	ss := make([]string, n)
 	for i := range ss {
-		ss[i] = d.string()
+		ss[i] = d.name()
 	}
-	if d.err != nil {
-		return nil
-	}
+	d.buf = after
+	d.in.lists[string(raw)] = ss
 	return ss
 }
 
+// values reads a list of values. Their texts are cut from one string of
+// the list's bytes: one allocation for the list, not one per value.
 func (d *decoder) values() []Value {
 	n := d.count(1)
 	if n == 0 {
 		return nil
 	}
 	vs := make([]Value, n)
+	region := d.buf
+	type span struct{ from, to int }
+	spans := make([]span, 0, n)
 	for i := range vs {
 		switch d.byte() {
 		case tagNull:
 			vs[i] = Null
 		case tagText:
-			vs[i] = Text(d.string())
+			l := d.count(1)
+			if d.err != nil {
+				return nil
+			}
+			from := len(region) - len(d.buf)
+			d.buf = d.buf[l:]
+			spans = append(spans, span{from, from + l})
 		case tagUnchanged:
 			vs[i] = UnchangedValue
 		default:
@@ -188,6 +254,14 @@ func (d *decoder) values() []Value {
 	}
 	if d.err != nil {
 		return nil
+	}
+	all := string(region[:len(region)-len(d.buf)])
+	j := 0
+	for i := range vs {
+		if !vs[i].Null && !vs[i].Unchanged {
+			vs[i] = Text(all[spans[j].from:spans[j].to])
+			j++
+		}
 	}
 	return vs
 }

@@ -196,3 +196,37 @@ func TestPartial(t *testing.T) {
 		t.Fatalf("partial update: Partial %v, Validate %v", partial.Partial(), partial.Validate())
 	}
 }
+
+// TestInternerSharesNamesOnly: changes decoded through one Interner share
+// their column lists and names, decode to what DecodeChange gives, and a
+// corrupt change still fails, whatever the interner holds.
+func TestInternerSharesNamesOnly(t *testing.T) {
+	a := Change{Op: Update, Schema: "public", Table: "job", Columns: []string{"id", "data"},
+		New: []Value{Text("1"), Null}, KeyColumns: []string{"id"}, OldKey: []Value{Text("1")}}
+	b := Change{Op: Insert, Schema: "public", Table: "job", Columns: []string{"id", "data"},
+		New: []Value{Text("2"), Text("two")}}
+	var in Interner
+	var got []Change
+	for _, c := range []Change{a, b, a} {
+		enc := AppendChange(nil, &c)
+		want, _, err := DecodeChange(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, rest, err := in.DecodeChange(enc)
+		if err != nil || len(rest) != 0 {
+			t.Fatalf("decode: %v, %d bytes left", err, len(rest))
+		}
+		if !reflect.DeepEqual(dec, want) || !reflect.DeepEqual(dec, c) {
+			t.Fatalf("interned decode %+v, want %+v", dec, c)
+		}
+		got = append(got, dec)
+	}
+	if &got[0].Columns[0] != &got[1].Columns[0] || &got[0].KeyColumns[0] != &got[2].KeyColumns[0] {
+		t.Error("the same column list decoded twice is not shared")
+	}
+	enc := AppendChange(nil, &a)
+	if _, _, err := in.DecodeChange(enc[:len(enc)-3]); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("truncated change through the interner: %v, want ErrCorrupt", err)
+	}
+}
