@@ -21,7 +21,7 @@ PG_LIBDIR ?= /usr/lib/postgresql
 HAVE_PG = { { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null 2>&1 || \
 	ls $(PG_LIBDIR)/*/bin/initdb >/dev/null 2>&1; }
 
-.PHONY: all build test deps vet fmt demo clean bench
+.PHONY: all build test deps vet fmt demo clean bench gobench
 
 all: build
 
@@ -45,7 +45,16 @@ deps:
 test: deps
 	CI=$${CI:-true} $(GO) test -count=1 -timeout 30m ./...
 
+# schedsync in both capture modes against native logical replication, side
+# by side on throwaway clusters (bench/compare): rewrites the figures in
+# BENCHMARKS.md and README.md and docs/bench-lag.png. About 25 minutes.
+# Flags go in BENCHFLAGS, e.g. make bench BENCHFLAGS='-rounds 3'.
+# `make gobench` runs the Go micro-benchmarks instead.
+BENCHFLAGS ?=
 bench: deps
+	$(GO) run ./bench/compare $(BENCHFLAGS)
+
+gobench: deps
 	CI=$${CI:-true} $(GO) test -run '^$$' -bench . ./...
 
 vet:

@@ -387,7 +387,7 @@ func (s *session) commit(ctx context.Context, tx pgx.Tx, p *pipeline, pos uint64
 // netMaxBytes bounds the raw bytes of changes held as a net effect
 // before it is written out, whatever the batch limits: a transaction of a
 // million rows is applied in slices, not held whole in memory.
-const netMaxBytes = 4 << 20
+const netMaxBytes = 1 << 20
 
 // txn folds the changes of one source transaction into net, queueing what
 // cannot wait (truncations, sequences, changes net cannot absorb) and

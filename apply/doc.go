@@ -39,6 +39,13 @@
 // never moves the row over one already at the new key (see
 // updateMovingKey).
 //
+// Within a group, changes are applied set-based (net.go): folded per table
+// to the last state of every key and written with a few statements over
+// arrays of rows, with whatever that cannot express exactly applied in
+// order. A group's batch is sent without waiting for its results, which
+// are read before the next is sent: the server runs one group while apply
+// reads and folds the next.
+//
 // A restore's position is exactly what its snapshot holds (see package
 // backup), so replay never goes over changes the slave already has; that
 // is what keeps a table without a primary key exact, where no upsert could

@@ -9,6 +9,7 @@ import (
 // lagResult is what the steady-rate run measured.
 type lagResult struct {
 	Samples []time.Duration // commit on the master → visible on the slave, one per probe
+	SentAt  []time.Duration // when each probe committed, from the start of pgbench
 	Bench   benchResult
 	CPU     cpuUsage // every process of the measurement, during the probes
 	IdleCPU float64  // machine busy % in the second before pgbench started: other work
@@ -40,7 +41,7 @@ func measureLag(ctx context.Context, o options, w *world, sys system) (lagResult
 		return r, err
 	}
 	meter := startCPU(procs)
-	r.Samples, err = probeUntil(ctx, w, o.probeEvery, start.Add(o.duration-time.Second), bench.done)
+	r.Samples, r.SentAt, err = probeUntil(ctx, w, o.probeEvery, start, start.Add(o.duration-time.Second), bench.done)
 	r.CPU = meter.stop()
 	if berr := waitBench(bench); err == nil {
 		err = berr
@@ -50,9 +51,9 @@ func measureLag(ctx context.Context, o options, w *world, sys system) (lagResult
 }
 
 // probeUntil sends a probe every interval and waits for each on the slave,
-// until the deadline or until done is closed.
-func probeUntil(ctx context.Context, w *world, every time.Duration, deadline time.Time, done <-chan struct{}) ([]time.Duration, error) {
-	var samples []time.Duration
+// until the deadline or until done is closed. It returns the lags and
+// when each probe was sent, from start.
+func probeUntil(ctx context.Context, w *world, every time.Duration, start, deadline time.Time, done <-chan struct{}) (samples, at []time.Duration, err error) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	end := time.NewTimer(time.Until(deadline))
@@ -60,20 +61,21 @@ func probeUntil(ctx context.Context, w *world, every time.Duration, deadline tim
 	for id := int64(1); ; id++ {
 		sent, err := w.insertProbe(ctx, id)
 		if err != nil {
-			return samples, err
+			return samples, at, err
 		}
 		seen, err := w.waitVisible(ctx, id, probeLimit)
 		if err != nil {
-			return samples, err
+			return samples, at, err
 		}
 		samples = append(samples, seen.Sub(sent))
+		at = append(at, sent.Sub(start))
 		select {
 		case <-ctx.Done():
-			return samples, ctx.Err()
+			return samples, at, ctx.Err()
 		case <-done:
-			return samples, nil
+			return samples, at, nil
 		case <-end.C:
-			return samples, nil
+			return samples, at, nil
 		case <-t.C:
 		}
 	}

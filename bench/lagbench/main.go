@@ -78,6 +78,8 @@ type options struct {
 	backlogDur  time.Duration
 	backlogTxns int
 	skipBacklog bool
+	bigTxn      bool
+	jsonOut     string
 	keep        bool
 	logLevel    string
 }
@@ -98,6 +100,8 @@ func parseFlags() options {
 	flag.DurationVar(&o.backlogDur, "backlog-duration", 20*time.Second, "unthrottled pgbench time while the slave is stopped")
 	flag.IntVar(&o.backlogTxns, "backlog-txns", 0, "pgbench transactions while the slave is stopped, instead of -backlog-duration (the same backlog for every mode)")
 	flag.BoolVar(&o.skipBacklog, "skip-backlog", false, "measure lag only")
+	flag.BoolVar(&o.bigTxn, "bigtxn", false, "then time one UPDATE of every pgbench_accounts row (1M rows at -scale 10) from its commit until visible on the slave, and read the services' peak RSS")
+	flag.StringVar(&o.jsonOut, "json", "", "also write the results, samples included, to this file as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, spools, logs) and the clusters' files")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the schedsync services")
 	flag.Parse()
@@ -195,6 +199,9 @@ func run(ctx context.Context, o options) error {
 		results = append(results, r)
 	}
 	printSummary(o, results)
+	if o.jsonOut != "" {
+		return writeJSON(o.jsonOut, results)
+	}
 	return nil
 }
 
@@ -221,10 +228,20 @@ func runMode(ctx context.Context, o options, dir, mode string) (modeResult, erro
 	if r.Lag, err = measureLag(ctx, o, w, sys); err != nil {
 		return r, err
 	}
-	if o.skipBacklog {
-		return r, nil
+	if !o.skipBacklog {
+		fmt.Printf("%s: building a backlog with unthrottled pgbench for %s\n", label, o.backlogDur)
+		if r.Backlog, err = measureBacklog(ctx, o, w, sys); err != nil {
+			return r, err
+		}
 	}
-	fmt.Printf("%s: building a backlog with unthrottled pgbench for %s\n", label, o.backlogDur)
-	r.Backlog, err = measureBacklog(ctx, o, w, sys)
-	return r, err
+	if o.bigTxn {
+		fmt.Printf("%s: one UPDATE of every pgbench_accounts row\n", label)
+		b, err := measureBigTxn(ctx, w, sys)
+		if err != nil {
+			return r, err
+		}
+		r.BigTxn = &b
+		fmt.Printf("  %d rows: commit in %s, visible on the slave %s after it; peak RSS %v\n", b.Rows, b.Commit.Round(time.Millisecond), b.Visible.Round(time.Millisecond), b.PeakRSS)
+	}
+	return r, nil
 }

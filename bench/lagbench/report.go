@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -12,6 +14,16 @@ type modeResult struct {
 	Mode    string
 	Lag     lagResult
 	Backlog backlogResult
+	BigTxn  *bigTxnResult `json:",omitempty"`
+}
+
+// writeJSON writes the results for bench/compare (make bench).
+func writeJSON(path string, rs []modeResult) error {
+	b, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // quantiles of the lag samples, nearest rank.

@@ -39,6 +39,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -66,6 +67,7 @@ type options struct {
 	modes     []string
 	withSlave bool
 	bin       string
+	jsonOut   string
 	keep      bool
 	logLevel  string
 }
@@ -78,9 +80,10 @@ func parseFlags() options {
 	flag.IntVar(&o.scale, "scale", 10, "pgbench -i -s")
 	flag.IntVar(&o.clients, "clients", 4, "pgbench -c")
 	flag.IntVar(&o.threads, "threads", 2, "pgbench -j")
-	flag.StringVar(&modes, "modes", "none,decoding,trigger,logical", "comma-separated modes, measured in this order within a round: none, decoding, trigger, logical")
+	flag.StringVar(&modes, "modes", "none,decoding,trigger,logical", "comma-separated modes, measured in this order within a round: none, decoding, trigger, logical, native (native needs -with-slave)")
 	flag.BoolVar(&o.withSlave, "with-slave", false, "also run a slave service on a second cluster, applying what the master captures")
 	flag.StringVar(&o.bin, "bin", "", "schedsync binary to use instead of building ./cmd/schedsync")
+	flag.StringVar(&o.jsonOut, "json", "", "also write every measurement to this file as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, spools, logs) and the clusters' files")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the schedsync services")
 	flag.Parse()
@@ -93,6 +96,9 @@ func parseFlags() options {
 	}
 	if o.rounds < 1 || o.scale < 1 || o.clients < 1 || o.threads < 1 {
 		usage("-rounds, -scale, -clients and -threads must be at least 1")
+	}
+	if slices.Contains(o.modes, modeNative) && !o.withSlave {
+		usage("mode native replicates to a slave: add -with-slave")
 	}
 	if o.threads > o.clients {
 		usage("-threads must not exceed -clients (pgbench refuses it)")
@@ -110,8 +116,8 @@ func parseModes(s string) ([]string, error) {
 	for _, m := range strings.Split(s, ",") {
 		m = strings.TrimSpace(m)
 		switch {
-		case m != modeNone && m != modeTrigger && m != modeLogical && m != modeDecoding:
-			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, trigger or logical)", m)
+		case m != modeNone && m != modeTrigger && m != modeLogical && m != modeDecoding && m != modeNative:
+			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, trigger, logical or native)", m)
 		case slices.Contains(modes, m):
 			return nil, fmt.Errorf("-modes: %s given twice", m)
 		}
@@ -158,6 +164,12 @@ func run(ctx context.Context, o options) error {
 	results, err := measureAll(ctx, o, w, dir)
 	// What was measured before an error or Ctrl-C is still worth seeing.
 	printSummary(o, results)
+	if o.jsonOut != "" && err == nil {
+		var b []byte
+		if b, err = json.MarshalIndent(results, "", "  "); err == nil {
+			err = os.WriteFile(o.jsonOut, b, 0o644)
+		}
+	}
 	return err
 }
 

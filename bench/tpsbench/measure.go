@@ -33,7 +33,14 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 		return m, err
 	}
 	var d *deployment
-	if mode == modeDecoding {
+	var nat *nativeReplication
+	if mode == modeNative {
+		var err error
+		if nat, err = startNative(ctx, w); err != nil {
+			return m, err
+		}
+		defer nat.stop()
+	} else if mode == modeDecoding {
 		r, err := startDecoding(ctx, w)
 		if err != nil {
 			return m, err
@@ -62,6 +69,13 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 	m.MasterCPU, m.SlaveCPU, m.BusyCPU = cpu.stop()
 	if m.TPS, err = parseTPS(out); err != nil {
 		return m, err
+	}
+	if nat != nil {
+		if err := nat.drain(ctx, 5*time.Minute); err != nil {
+			fmt.Fprintf(os.Stderr, "tpsbench: round %d, %s: %v\n", round, mode, err)
+		} else {
+			m.Drain = max(0, time.Since(end))
+		}
 	}
 	if d != nil {
 		moved, err := d.drain(ctx, 5*time.Minute)

@@ -103,6 +103,19 @@ func (w *world) exec(ctx context.Context, url, sql string) error {
 	return nil
 }
 
+// queryRow runs a one-row query on a connection of its own.
+func (w *world) queryRow(ctx context.Context, url, sql string, dest any, args ...any) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect for %s: %w", sql, err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, sql, args...).Scan(dest); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
+
 // serverVersion is the master's PostgreSQL version string.
 func (w *world) serverVersion(ctx context.Context) (string, error) {
 	conn, err := pgx.Connect(ctx, w.masterURL())

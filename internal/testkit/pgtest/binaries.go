@@ -46,6 +46,10 @@ func Available() error {
 	return err
 }
 
+// BinDir is the directory of the PostgreSQL server binaries the clusters
+// run with.
+func BinDir() (string, error) { return binDir() }
+
 func findBinDir() (string, error) {
 	if dir := os.Getenv(binDirEnv); dir != "" {
 		if !hasServerBinaries(dir) {
