@@ -235,6 +235,13 @@ func merge(cols []string, vals []change.Value, upd []string, updVals []change.Va
 // keyOf is the primary key of a row image, in key order; false if the
 // image lacks a key column or holds NULL in one.
 func (t *table) keyOf(cols []string, vals []change.Value) ([]change.Value, bool) {
+	if len(t.pk) == 1 { // the usual case: the key is a slice of the image
+		j := slices.Index(cols, t.pk[0])
+		if j < 0 || vals[j].Null || vals[j].Unchanged {
+			return nil, false
+		}
+		return vals[j : j+1 : j+1], true
+	}
 	key := make([]change.Value, len(t.pk))
 	for i, k := range t.pk {
 		j := slices.Index(cols, k)
@@ -248,6 +255,9 @@ func (t *table) keyOf(cols []string, vals []change.Value) ([]change.Value, bool)
 
 // inKeyOrder reorders an identity that isKey accepted into t.pk order.
 func (t *table) inKeyOrder(cols []string, vals []change.Value) []change.Value {
+	if slices.Equal(cols, t.pk) {
+		return vals
+	}
 	key := make([]change.Value, len(t.pk))
 	for i, k := range t.pk {
 		key[i] = vals[slices.Index(cols, k)]
@@ -260,6 +270,9 @@ func (t *table) inKeyOrder(cols []string, vals []change.Value) []change.Value {
 // the bulk statement then touches one row twice, fails, and the group is
 // replayed change by change.
 func keyText(key []change.Value) string {
+	if len(key) == 1 {
+		return key[0].Text // a key column is never NULL
+	}
 	var b strings.Builder
 	for _, v := range key {
 		b.WriteString(strconv.Itoa(len(v.Text)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -117,6 +118,9 @@ func (t *table) check(c *change.Change) error {
 func (t *table) isKey(cols []string) bool {
 	if len(cols) != len(t.pk) {
 		return false
+	}
+	if slices.Equal(cols, t.pk) {
+		return true // the usual case, without a map
 	}
 	seen := map[string]bool{}
 	for _, c := range t.pk {

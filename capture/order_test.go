@@ -278,3 +278,39 @@ func texts(vs []change.Value) []string {
 	}
 	return out
 }
+
+// TestQueuedNotificationsWakeOnePoll: a burst of transactions committed
+// before capture looks leaves one notification each queued on the LISTEN
+// connection; once the burst is captured they must not each wake a poll
+// of an empty audit table.
+func TestQueuedNotificationsWakeOnePoll(t *testing.T) {
+	d := newTestDB(t)
+	d.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	d.install(InstallOptions{})
+	sink := &memSink{}
+	r := d.reader(sink, 1_000_000)
+	c := d.conn()
+	const burst = 300
+	for i := range burst {
+		if _, err := c.Exec(context.Background(), `INSERT INTO t VALUES ($1)`, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	eventually.True(t, "the burst to be captured", 30*time.Second, func() (bool, string) {
+		n := len(sink.all())
+		return n >= burst, fmt.Sprintf("%d of %d transactions", n, burst)
+	})
+	// Time for queued notifications to wake polls, if they still did.
+	time.Sleep(time.Second)
+	polls := r.polls.Load()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if polls > 10 {
+		t.Errorf("%d polls for a burst of %d transactions captured at once: queued notifications wake empty polls", polls, burst)
+	}
+}

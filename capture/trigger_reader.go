@@ -39,8 +39,9 @@ type TriggerReader struct {
 	opts   TriggerOptions
 	sink   Sink
 	log    *slog.Logger
-	conn   *pgx.Conn // reads and deletes audit rows
-	listen *pgx.Conn // LISTEN schedsync_capture
+	conn   *pgx.Conn    // reads and deletes audit rows
+	listen *pgx.Conn    // LISTEN schedsync_capture
+	polls  atomic.Int64 // Poll calls, for tests
 	rels   map[uint32]*relation
 	seqs   *sequenceSampler
 	// sampled is when sequences were last sampled.
@@ -245,7 +246,27 @@ func (r *TriggerReader) wait(ctx context.Context) error {
 	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
 		return nil // poll interval passed
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// Every committed transaction notifies, and the notifications of those
+	// the last poll already delivered are still queued on the connection:
+	// each would wake an empty poll (20,000 of them after a burst, each a
+	// scan of the audit table). A round trip on the connection reads every
+	// notification sent before it into pgx's buffer, which is then
+	// emptied (WaitForNotification returns what it holds before looking
+	// at its context). The poll that follows sees the transactions they
+	// announced: they committed before.
+	if _, err := r.listen.Exec(ctx, "SELECT 1"); err != nil {
+		return fmt.Errorf("read the queued notifications: %w", err)
+	}
+	done, cancelDone := context.WithCancel(ctx)
+	cancelDone()
+	for {
+		if _, err := r.listen.WaitForNotification(done); err != nil {
+			return nil
+		}
+	}
 }
 
 // txnInfo is one committed transaction found in the audit table.
@@ -260,6 +281,7 @@ type txnInfo struct {
 // durable and deletes its audit rows. It returns the number of transactions
 // delivered.
 func (r *TriggerReader) Poll(ctx context.Context) (int, error) {
+	r.polls.Add(1)
 	if r.pending != nil {
 		if err := r.confirm(ctx); err != nil {
 			return 0, err

@@ -79,6 +79,7 @@ type options struct {
 	backlogTxns int
 	skipBacklog bool
 	bigTxn      bool
+	set         keyList
 	jsonOut     string
 	keep        bool
 	logLevel    string
@@ -100,6 +101,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.backlogDur, "backlog-duration", 20*time.Second, "unthrottled pgbench time while the slave is stopped")
 	flag.IntVar(&o.backlogTxns, "backlog-txns", 0, "pgbench transactions while the slave is stopped, instead of -backlog-duration (the same backlog for every mode)")
 	flag.BoolVar(&o.skipBacklog, "skip-backlog", false, "measure lag only")
+	flag.Var(&o.set, "set", "key=value to add to both services' .properties (repeatable), e.g. -set apply.batch_max_delay=50ms")
 	flag.BoolVar(&o.bigTxn, "bigtxn", false, "then time one UPDATE of every pgbench_accounts row (1M rows at -scale 10) from its commit until visible on the slave, and read the services' peak RSS")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results, samples included, to this file as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, spools, logs) and the clusters' files")
@@ -117,6 +119,19 @@ func parseFlags() options {
 		usage("-rate, -clients, -threads and -scale must be at least 1, -duration longer than -warmup, intervals positive")
 	}
 	return o
+}
+
+// keyList is a repeatable key=value flag.
+type keyList []string
+
+func (k *keyList) String() string { return strings.Join(*k, ",") }
+
+func (k *keyList) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return fmt.Errorf("%q is not key=value", v)
+	}
+	*k = append(*k, v)
+	return nil
 }
 
 func usage(msg string) {

@@ -49,6 +49,7 @@ func (s *schedsync) setup(ctx context.Context) error {
 		"capture.mode=" + s.capture,
 		"log.level=" + s.opts.logLevel,
 	}
+	common = append(common, s.opts.set...)
 	if s.master, err = s.newNode("lag-master", "master", s.w.masterURL(), common); err != nil {
 		return err
 	}

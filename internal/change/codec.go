@@ -224,30 +224,19 @@ func (d *decoder) strings() []string {
 }
 
 // values reads a list of values. Their texts are cut from one string of
-// the list's bytes: one allocation for the list, not one per value.
+// the list's bytes: one allocation for the list, not one per value. The
+// first pass checks the list and finds its end, the second cuts.
 func (d *decoder) values() []Value {
 	n := d.count(1)
 	if n == 0 {
 		return nil
 	}
-	vs := make([]Value, n)
 	region := d.buf
-	type span struct{ from, to int }
-	spans := make([]span, 0, n)
-	for i := range vs {
+	for range n {
 		switch d.byte() {
-		case tagNull:
-			vs[i] = Null
+		case tagNull, tagUnchanged:
 		case tagText:
-			l := d.count(1)
-			if d.err != nil {
-				return nil
-			}
-			from := len(region) - len(d.buf)
-			d.buf = d.buf[l:]
-			spans = append(spans, span{from, from + l})
-		case tagUnchanged:
-			vs[i] = UnchangedValue
+			d.buf = d.buf[d.count(1):]
 		default:
 			d.fail("bad value tag")
 		}
@@ -256,12 +245,38 @@ func (d *decoder) values() []Value {
 		return nil
 	}
 	all := string(region[:len(region)-len(d.buf)])
-	j := 0
+	vs := make([]Value, n)
+	at := 0
 	for i := range vs {
-		if !vs[i].Null && !vs[i].Unchanged {
-			vs[i] = Text(all[spans[j].from:spans[j].to])
-			j++
+		tag := all[at]
+		at++
+		switch tag {
+		case tagNull:
+			vs[i] = Null
+		case tagUnchanged:
+			vs[i] = UnchangedValue
+		default:
+			l, k := uvarint(all[at:])
+			at += k
+			vs[i] = Text(all[at : at+int(l)])
+			at += int(l)
 		}
 	}
 	return vs
+}
+
+// uvarint is binary.Uvarint over a string the first pass of values
+// already checked.
+func uvarint(s string) (uint64, int) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if b < 0x80 {
+			return x | uint64(b)<<shift, i + 1
+		}
+		x |= uint64(b&0x7f) << shift
+		shift += 7
+	}
+	return 0, 0
 }
