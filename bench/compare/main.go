@@ -53,6 +53,7 @@ type options struct {
 	plot     string
 	skip     map[string]bool
 	keepLogs string
+	saved    string
 }
 
 func parseFlags() options {
@@ -64,7 +65,8 @@ func parseFlags() options {
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "file whose compare section is rewritten (empty: print only)")
 	flag.StringVar(&o.readme, "readme", "README.md", "file whose headline table is rewritten (empty: leave it)")
 	flag.StringVar(&o.plot, "plot", "docs/bench-lag.png", "lag-over-time plot to write (empty: none)")
-	flag.StringVar(&skip, "skip", "", "comma-separated parts to leave out: lag, tps, backup, ship")
+	flag.StringVar(&skip, "skip", "", "comma-separated parts to leave out: lag, tps, backup, ship (their figures then come from -results)")
+	flag.StringVar(&o.saved, "results", "docs/bench-results.json", "every figure of the run, as JSON; a later run with -skip takes the parts it skips from here (empty: neither)")
 	flag.StringVar(&o.keepLogs, "logs", "", "directory for every tool's full output (default: a temporary one, removed)")
 	flag.Parse()
 	o.skip = map[string]bool{}
@@ -157,6 +159,14 @@ func run(ctx context.Context, o options) error {
 	}
 	if res.PG, err = postgresVersion(ctx); err != nil {
 		return err
+	}
+	if o.saved != "" {
+		if err := res.fillSkipped(o.saved, o.skip); err != nil {
+			return err
+		}
+		if err := res.save(o.saved); err != nil {
+			return err
+		}
 	}
 	table := res.table()
 	fmt.Println("\n" + table)

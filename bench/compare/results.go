@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -41,6 +42,67 @@ type results struct {
 	TPS         []tpsMeasurement
 	Backup      backupResult
 	ShipMBps    float64
+	// Carried names the parts taken from an earlier run (-skip), and
+	// when that run was.
+	Carried map[string]time.Time `json:",omitempty"`
+}
+
+// fillSkipped takes the parts this run skipped from the results saved
+// by an earlier one, if there are any.
+func (r *results) fillSkipped(path string, skip map[string]bool) error {
+	if len(skip) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var old results
+	if err := json.Unmarshal(b, &old); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	carry := func(part string, have bool) {
+		if !have {
+			return
+		}
+		if r.Carried == nil {
+			r.Carried = map[string]time.Time{}
+		}
+		when := old.Started
+		if t, ok := old.Carried[part]; ok {
+			when = t
+		}
+		r.Carried[part] = when
+	}
+	if skip["lag"] {
+		r.Lag = old.Lag
+		carry("lag", len(old.Lag) > 0)
+	}
+	if skip["tps"] {
+		r.TPS = old.TPS
+		carry("tps", len(old.TPS) > 0)
+	}
+	if skip["backup"] {
+		r.Backup = old.Backup
+		carry("backup", old.Backup.PgDump > 0)
+	}
+	if skip["ship"] {
+		r.ShipMBps = old.ShipMBps
+		carry("ship", old.ShipMBps > 0)
+	}
+	return nil
+}
+
+// save writes every figure of the run.
+func (r results) save(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // label is lagbench's name of a system.
@@ -221,6 +283,11 @@ func (r results) section(plot string) string {
 	fmt.Fprintf(&b, "Measured %s by `make bench` (`go run ./bench/compare -rounds %d`): %d rounds, each system on its own throwaway clusters, the order rotated every round; figures are medians over the rounds. %s; %s.\n\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Rounds, r.Rounds, r.Machine, r.PG)
 	b.WriteString(r.table())
+	for _, part := range []string{"lag", "tps", "backup", "ship"} {
+		if t, ok := r.Carried[part]; ok {
+			fmt.Fprintf(&b, "\nThe %s figures are from the run of %s (this run skipped them).\n", part, t.UTC().Format("2006-01-02 15:04 UTC"))
+		}
+	}
 	if plot != "" {
 		fmt.Fprintf(&b, "\nLag over time at 1,000 tx/s, every system, every round:\n\n![lag over time](%s)\n", plot)
 	}
