@@ -1,12 +1,14 @@
 package ship
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -41,7 +43,9 @@ type Conn struct {
 	peer     string
 
 	rmu  sync.Mutex
-	rerr error // sticky
+	rerr error         // sticky
+	br   *bufio.Reader // over deadlineReader: a backlog's frames cost few reads
+	rbuf []byte        // payload scratch of Records frames, under rmu
 
 	wmu  sync.Mutex
 	werr error  // sticky
@@ -54,14 +58,25 @@ func NewConn(nc net.Conn, opts ConnOptions) *Conn {
 	if peer == "" {
 		peer = "peer at " + nc.RemoteAddr().String()
 	}
-	return &Conn{
+	c := &Conn{
 		nc:       nc,
 		dead:     2 * opts.Heartbeat,
 		maxFrame: clampMaxFrame(opts.MaxFrame),
 		peerMax:  clampMaxFrame(opts.PeerMaxFrame),
 		peer:     peer,
 	}
+	c.br = bufio.NewReaderSize(deadlineReader{c}, readBuffer)
+	return c
 }
+
+// readBuffer is what one read from the socket may take in; maxReuse is
+// the largest Records payload whose storage a connection keeps between
+// frames (spool records are 64 KiB and smaller, unless a transaction is
+// larger).
+const (
+	readBuffer = 256 << 10
+	maxReuse   = 1 << 20
+)
 
 // Send writes one message. A Records batch's Data is written from the
 // caller's slice, not copied: it must not change until Send returns. A
@@ -101,7 +116,12 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 		return nil, c.rerr
 	}
 	stop := c.closeOnDone(ctx)
-	f, err := readFrame(deadlineReader{c}, c.maxFrame)
+	f, err := readFrameInto(c.br, c.maxFrame, c.rbuf)
+	if err == nil && f.typ == typeRecords && cap(f.payload) <= maxReuse {
+		c.rbuf = f.payload[:0] // reused by the next Receive: see Records.Data
+	} else if err == nil {
+		f.payload = slices.Clone(f.payload) // other messages may be kept
+	}
 	if !stop() {
 		err = context.Cause(ctx)
 	}

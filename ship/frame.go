@@ -100,7 +100,11 @@ type frame struct {
 // only when the stream ends cleanly between two frames. The declared length
 // is checked against max before any allocation, and the payload buffer
 // grows with the bytes received, never with the bytes promised.
-func readFrame(r io.Reader, max int) (frame, error) {
+func readFrame(r io.Reader, max int) (frame, error) { return readFrameInto(r, max, nil) }
+
+// readFrameInto is readFrame with the payload read into scratch when it
+// fits there.
+func readFrameInto(r io.Reader, max int, scratch []byte) (frame, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return frame{}, err
@@ -110,7 +114,14 @@ func readFrame(r io.Reader, max int) (frame, error) {
 	if uint64(n) > uint64(max) {
 		return frame{}, protocolf("%s frame of %d bytes is larger than the limit of %d bytes", t, n, max)
 	}
-	payload, err := readPayload(r, int(n))
+	var payload []byte
+	var err error
+	if int(n) <= cap(scratch) {
+		payload = scratch[:n]
+		_, err = io.ReadFull(r, payload)
+	} else {
+		payload, err = readPayload(r, int(n))
+	}
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF

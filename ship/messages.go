@@ -23,6 +23,8 @@ type Records struct {
 	// which carries the same First and Last: a spool record may be larger
 	// than the slave's frame limit. The receiver joins the parts.
 	More bool
+	// Data, as Conn.Receive returns it, is valid until the next Receive
+	// on the same connection, which reuses its storage.
 	Data []byte
 }
 

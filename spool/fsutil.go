@@ -29,11 +29,24 @@ func lockDir(dir string) (*os.File, error) {
 
 // fdatasync flushes a file's data and the metadata needed to read it back
 // (its size), but not its timestamps.
+// It holds a reference to the descriptor throughout (SyscallConn), so a
+// Close meanwhile (Sync runs it without the writer lock) waits instead of
+// letting the number be reused; on a file already closed it returns
+// os.ErrClosed.
 func fdatasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
-		}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
 	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			if serr = syscall.Fdatasync(int(fd)); serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return os.ErrClosed // Control fails only on a closed descriptor
+	}
+	return serr
 }

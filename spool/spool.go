@@ -92,8 +92,9 @@ type Spool struct {
 	log  *slog.Logger
 	lock *os.File
 
-	wmu sync.Mutex // serialises writers; guards w
-	w   writer
+	syncMu sync.Mutex // serialises Sync calls, taken before wmu
+	wmu    sync.Mutex // serialises writers; guards w
+	w      writer
 
 	mu      sync.Mutex // guards what follows and the mutable fields of segments
 	segs    []*segment // oldest first; the last one is the active segment

@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -419,4 +420,83 @@ func TestConcurrentUse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestSyncBesideAppends: Sync runs its fdatasync without the writer lock,
+// so appends (and segment rolls, with tiny segments) go on during it, and
+// a Close can come in the middle. Whatever Sync published is durable and
+// readable in order, a reader following along never sees a position
+// before it is durable, and after a reopen every appended transaction
+// that a Sync covered is there, exactly.
+func TestSyncBesideAppends(t *testing.T) {
+	o := small(t.TempDir())
+	s := openT(t, o)
+	ctx := context.Background()
+	const total = 400
+	done := make(chan struct{})
+	syncErr := make(chan error, 1)
+	go func() {
+		defer close(syncErr)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := s.Sync(ctx); err != nil {
+				syncErr <- err
+				return
+			}
+		}
+	}()
+	follow := make(chan error, 1)
+	go func() {
+		r, err := s.NewReader(0)
+		if err != nil {
+			follow <- err
+			return
+		}
+		defer r.Close()
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		for want := uint64(1); want <= total; want++ {
+			pos, src, err := r.Next(rctx)
+			if err == nil && pos > s.DurablePosition() {
+				err = fmt.Errorf("read position %d beyond the durable %d", pos, s.DurablePosition())
+			}
+			if err == nil && pos != want {
+				err = fmt.Errorf("read position %d, want %d", pos, want)
+			}
+			if err == nil {
+				err = checkTxn(pos, src)
+			}
+			if err != nil {
+				follow <- err
+				return
+			}
+		}
+		follow <- nil
+	}()
+	appendN(t, s, total)
+	close(done)
+	if err := <-syncErr; err != nil {
+		t.Fatalf("sync beside appends: %v", err)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-follow; err != nil {
+		t.Fatalf("reader following the syncs: %v", err)
+	}
+	// A Close racing a Sync: either finishes the other's work.
+	closing := make(chan error, 1)
+	go func() { closing <- s.Sync(ctx) }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closing; err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatalf("sync racing close: %v", err)
+	}
+	s2 := openT(t, o)
+	readAll(t, s2, total)
 }

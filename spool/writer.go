@@ -79,13 +79,57 @@ func (s *Spool) AppendAt(ctx context.Context, pos uint64, src change.TxnSource) 
 
 // Sync makes everything appended so far durable and visible to readers. It
 // returns once the data is on disk.
+//
+// The fdatasync runs without the writer lock: appends go on meanwhile (a
+// slave receiving the next records while the last are synced, capture
+// spooling the next transactions), and are covered by the next Sync. What
+// it publishes is what was appended before it started.
 func (s *Spool) Sync(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	if err := s.recordWritable(ctx); err != nil {
+		s.wmu.Unlock()
 		return err
 	}
-	return s.syncLocked()
+	w := &s.w
+	if err := s.flushBuf(); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	f, seg, size, boundary, bpos := w.f, w.seg, w.size, w.boundary, w.bpos
+	if size <= w.synced {
+		s.publish(boundary, bpos)
+		s.wmu.Unlock()
+		return nil
+	}
+	s.wmu.Unlock()
+	err := fdatasync(f)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	switch {
+	case s.isClosed():
+		return ErrClosed // Close synced and published what there was
+	case w.seg != seg && (err == nil || errors.Is(err, os.ErrClosed)):
+		return nil // a roll synced, sealed and published the segment meanwhile
+	case err != nil:
+		// After a failed fsync the kernel may have dropped the dirty
+		// pages: retrying could report data durable that is not.
+		w.failed = err
+		return fmt.Errorf("sync segment %s: %w", seg.name, err)
+	}
+	// Past boundary lies an open transaction, which an abort may cut and
+	// rewrite: only what precedes it stays durable for sure.
+	w.synced = max(w.synced, boundary)
+	s.publish(boundary, bpos)
+	return nil
+}
+
+// isClosed reports whether Close ran.
+func (s *Spool) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 var errRecordTxnOpen = errors.New("a transaction received with AppendRecord is unfinished")

@@ -119,6 +119,10 @@ func run(ctx context.Context, o options) error {
 	}
 	t := &tool{bin: bin, logs: logs}
 	res := results{Machine: benchkit.Machine(), Started: time.Now(), Rounds: o.rounds}
+	before, err := readTicks()
+	if err != nil {
+		return err
+	}
 	if !o.skip["lag"] {
 		for round := range o.rounds {
 			order := rotate(systems, round)
@@ -160,6 +164,11 @@ func run(ctx context.Context, o options) error {
 	if res.PG, err = postgresVersion(ctx); err != nil {
 		return err
 	}
+	after, err := readTicks()
+	if err != nil {
+		return err
+	}
+	res.StealPercent = stealPercent(before, after)
 	if o.saved != "" {
 		if err := res.fillSkipped(o.saved, o.skip); err != nil {
 			return err

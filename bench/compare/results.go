@@ -42,6 +42,9 @@ type results struct {
 	TPS         []tpsMeasurement
 	Backup      backupResult
 	ShipMBps    float64
+	// StealPercent is the CPU time the hypervisor took from this VM
+	// during the run, in % of all CPU time.
+	StealPercent float64
 	// Carried names the parts taken from an earlier run (-skip), and
 	// when that run was.
 	Carried map[string]time.Time `json:",omitempty"`
@@ -282,6 +285,7 @@ func (r results) section(plot string) string {
 	fmt.Fprintf(&b, "## Side by side with native logical replication (`make bench`)\n\n")
 	fmt.Fprintf(&b, "Measured %s by `make bench` (`go run ./bench/compare -rounds %d`): %d rounds, each system on its own throwaway clusters, the order rotated every round; figures are medians over the rounds. %s; %s.\n\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Rounds, r.Rounds, r.Machine, r.PG)
+	fmt.Fprintf(&b, "CPU steal during the run (time the hypervisor gave this VM's CPUs to other guests, /proc/stat): %.1f %% of all CPU time. Figures from a run with much steal are slower across the board; the ratios, taken within the run, hold up better.\n\n", r.StealPercent)
 	b.WriteString(r.table())
 	for _, part := range []string{"lag", "tps", "backup", "ship"} {
 		if t, ok := r.Carried[part]; ok {

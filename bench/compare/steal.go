@@ -1,0 +1,49 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// cpuTicks are the machine's CPU times from /proc/stat's first line:
+// all of them, and steal (time the hypervisor gave this VM's CPUs to
+// others). A VM whose neighbours are busy runs everything slower, and
+// its figures say less.
+type cpuTicks struct{ total, steal uint64 }
+
+func readTicks() (cpuTicks, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTicks{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var t cpuTicks
+	for i, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return cpuTicks{}, fmt.Errorf("/proc/stat: %w", err)
+		}
+		if i >= 8 { // guest and guest_nice are counted in user and nice already
+			break
+		}
+		t.total += v
+		if i == 7 {
+			t.steal = v
+		}
+	}
+	return t, nil
+}
+
+// stealPercent is the share of CPU time stolen between two readings.
+func stealPercent(a, b cpuTicks) float64 {
+	if b.total <= a.total {
+		return 0
+	}
+	return 100 * float64(b.steal-a.steal) / float64(b.total-a.total)
+}
