@@ -300,7 +300,8 @@ func (r results) section(plot string) string {
 
 // headline is the README part.
 func (r results) headline() string {
-	return fmt.Sprintf("Measured by `make bench` on %s (%s); details in [BENCHMARKS.md](BENCHMARKS.md).\n\n%s", r.Machine, r.PG, r.table())
+	return fmt.Sprintf("Measured by `make bench` on %s (%s), %.1f %% CPU steal during the run; details in [BENCHMARKS.md](BENCHMARKS.md).\n\n%s",
+		strings.TrimPrefix(r.Machine, "machine: "), r.PG, r.StealPercent, r.table())
 }
 
 // rewriteSection replaces the text between the markers in path, or adds

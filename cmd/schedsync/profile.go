@@ -10,7 +10,9 @@ import (
 
 // profileEnv names a file the service writes a CPU profile to, from start
 // until it stops: for measuring (bench/), not for production. "{pid}" in
-// it stands for the service's pid, to tell a master from a slave.
+// it stands for the service's pid, to tell a master from a slave. (Not a
+// config key: the loader reads only the SCHEDSYNC_* variables of
+// config.Keys.)
 const profileEnv = "SCHEDSYNC_CPUPROFILE"
 
 // startProfile starts the CPU profile profileEnv asks for; the returned
