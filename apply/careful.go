@@ -38,7 +38,10 @@ func (s *session) careful(ctx context.Context) error {
 	p := &pipeline{send: tx}
 	var pos uint64
 	var src change.TxnSource
-	s.epoch = s.a.epoch.Load()
+	// Start over from what is committed: the failed group had taken a
+	// capture history and an end position of its own (a slave that started
+	// empty takes its history from the first transaction again).
+	s.epoch, s.queued = s.a.epoch.Load(), after
 	for pos < upto {
 		if pos, src, err = r.Next(ctx); err != nil {
 			return err
