@@ -262,3 +262,21 @@ func TestApplyKeepsToItsCaptureHistory(t *testing.T) {
 	}
 	r.RequireEqual() // the keyless row did not land a third time
 }
+
+// TestUniqueConflictInFirstGroupOfEmptySlave: groups of one transaction
+// each (apply.batch_max_delay at its least), so the very first group of
+// a slave that started empty fails on a unique conflict the next
+// transaction clears. The change-by-change replay must still take the
+// master's capture history as the slave's first.
+func TestUniqueConflictInFirstGroupOfEmptySlave(t *testing.T) {
+	r := newRig(t, `CREATE TABLE u (id int PRIMARY KEY, name text UNIQUE, v int)`, false)
+	m := r.MasterURL
+	r.Exec(m, `INSERT INTO u VALUES (1, 'a', 1)`)
+	r.Exec(m, `UPDATE u SET name = 'b' WHERE id = 1`)
+	r.Exec(m, `INSERT INTO u VALUES (2, 'a', 2)`)
+	r.Capture()
+	r.Exec(r.SlaveURL, `INSERT INTO u VALUES (1, 'b', 1), (2, 'a', 2)`)
+	cfg, _ := pgx.ParseConfig(r.SlaveURL)
+	r.ApplyWith(apply.New(apply.Options{ConnConfig: cfg, BatchMaxDelay: time.Nanosecond}, apply.SpoolLog(r.Spool)))
+	r.RequireEqual()
+}
