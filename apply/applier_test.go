@@ -194,19 +194,31 @@ func TestSchemaMismatchStops(t *testing.T) {
 // TestUniqueConflictFallsBackToPerChange replays from position 0 onto a
 // slave that already holds a later state (as after a restore): the first
 // insert collides on a unique constraint with a row that the rest of the
-// stream rewrites. Apply must converge rather than fail.
+// stream rewrites. Apply must converge rather than fail: with the default
+// grouping, and with groups of one transaction each (apply.batch_max_delay
+// at its least), where the very first group of this slave, which started
+// empty, fails, and the change-by-change replay must still take the
+// master's capture history as the slave's first.
 func TestUniqueConflictFallsBackToPerChange(t *testing.T) {
-	r := newRig(t, `CREATE TABLE u (id int PRIMARY KEY, name text UNIQUE, v int)`, false)
-	m := r.MasterURL
-	r.Exec(m, `INSERT INTO u VALUES (1, 'a', 1)`)
-	r.Exec(m, `UPDATE u SET name = 'b' WHERE id = 1`)
-	r.Exec(m, `INSERT INTO u VALUES (2, 'a', 2)`)
-	r.Exec(m, `UPDATE u SET v = 20 WHERE id = 2`)
-	r.Capture()
-	// The slave starts from the state after the third transaction.
-	r.Exec(r.SlaveURL, `INSERT INTO u VALUES (1, 'b', 1), (2, 'a', 2)`)
-	r.ApplyAll()
-	r.RequireEqual()
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration
+	}{{"default grouping", 0}, {"groups of one transaction", time.Nanosecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, `CREATE TABLE u (id int PRIMARY KEY, name text UNIQUE, v int)`, false)
+			m := r.MasterURL
+			r.Exec(m, `INSERT INTO u VALUES (1, 'a', 1)`)
+			r.Exec(m, `UPDATE u SET name = 'b' WHERE id = 1`)
+			r.Exec(m, `INSERT INTO u VALUES (2, 'a', 2)`)
+			r.Exec(m, `UPDATE u SET v = 20 WHERE id = 2`)
+			r.Capture()
+			// The slave starts from the state after the third transaction.
+			r.Exec(r.SlaveURL, `INSERT INTO u VALUES (1, 'b', 1), (2, 'a', 2)`)
+			cfg, _ := pgx.ParseConfig(r.SlaveURL)
+			r.ApplyWith(apply.New(apply.Options{ConnConfig: cfg, BatchMaxDelay: tc.delay}, apply.SpoolLog(r.Spool)))
+			r.RequireEqual()
+		})
+	}
 }
 
 // TestLargeTransaction applies a 100k-row transaction atomically.
@@ -261,22 +273,4 @@ func TestApplyKeepsToItsCaptureHistory(t *testing.T) {
 		t.Fatalf("state moved to position %d, history %x (was %d, %x)", a, e, applied, got)
 	}
 	r.RequireEqual() // the keyless row did not land a third time
-}
-
-// TestUniqueConflictInFirstGroupOfEmptySlave: groups of one transaction
-// each (apply.batch_max_delay at its least), so the very first group of
-// a slave that started empty fails on a unique conflict the next
-// transaction clears. The change-by-change replay must still take the
-// master's capture history as the slave's first.
-func TestUniqueConflictInFirstGroupOfEmptySlave(t *testing.T) {
-	r := newRig(t, `CREATE TABLE u (id int PRIMARY KEY, name text UNIQUE, v int)`, false)
-	m := r.MasterURL
-	r.Exec(m, `INSERT INTO u VALUES (1, 'a', 1)`)
-	r.Exec(m, `UPDATE u SET name = 'b' WHERE id = 1`)
-	r.Exec(m, `INSERT INTO u VALUES (2, 'a', 2)`)
-	r.Capture()
-	r.Exec(r.SlaveURL, `INSERT INTO u VALUES (1, 'b', 1), (2, 'a', 2)`)
-	cfg, _ := pgx.ParseConfig(r.SlaveURL)
-	r.ApplyWith(apply.New(apply.Options{ConnConfig: cfg, BatchMaxDelay: time.Nanosecond}, apply.SpoolLog(r.Spool)))
-	r.RequireEqual()
 }

@@ -405,45 +405,33 @@ func (t *table) keyJoin(first int) string {
 // column of cols: INSERT ... SELECT ... ON CONFLICT (primary key) DO
 // UPDATE, or a plain INSERT on a table without a primary key.
 func (t *table) bulkUpsertSQL(cols []string) string {
-	key := "BI\x00" + strings.Join(cols, "\x00")
-	if sql, ok := t.stmts[key]; ok {
-		return sql
-	}
-	casts := make([]string, len(cols))
-	for i, c := range cols {
-		casts[i] = t.rowValue(i+1, c)
-	}
-	sql := fmt.Sprintf("INSERT INTO %s (%s)%s SELECT %s FROM %s%s", t.qname, quoteList(cols), t.overriding(),
-		strings.Join(casts, ", "), unnestFrom(len(cols), 1), t.onConflict(cols))
-	t.stmts[key] = sql
-	return sql
+	return t.statement("BI\x00"+strings.Join(cols, "\x00"), func() string {
+		casts := make([]string, len(cols))
+		for i, c := range cols {
+			casts[i] = t.rowValue(i+1, c)
+		}
+		return fmt.Sprintf("INSERT INTO %s (%s)%s SELECT %s FROM %s%s", t.qname, quoteList(cols), t.overriding(),
+			strings.Join(casts, ", "), unnestFrom(len(cols), 1), t.onConflict(cols))
+	})
 }
 
 // bulkDeleteSQL deletes the rows whose primary keys are in the parameter
 // arrays, one per key column in key order.
 func (t *table) bulkDeleteSQL() string {
-	const key = "BD"
-	if sql, ok := t.stmts[key]; ok {
-		return sql
-	}
-	sql := fmt.Sprintf("DELETE FROM %s AS %s USING %s WHERE %s", t.qname, targetAlias, unnestFrom(len(t.pk), 1), t.keyJoin(1))
-	t.stmts[key] = sql
-	return sql
+	return t.statement("BD", func() string {
+		return fmt.Sprintf("DELETE FROM %s AS %s USING %s WHERE %s", t.qname, targetAlias, unnestFrom(len(t.pk), 1), t.keyJoin(1))
+	})
 }
 
 // bulkUpdateSQL sets cols (non-key) on the rows at the primary keys given
 // after them, where they stand; a key not on the slave changes nothing.
 func (t *table) bulkUpdateSQL(cols []string) string {
-	key := "BU\x00" + strings.Join(cols, "\x00")
-	if sql, ok := t.stmts[key]; ok {
-		return sql
-	}
-	sets := make([]string, len(cols))
-	for i, c := range cols {
-		sets[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.rowValue(i+1, c))
-	}
-	sql := fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s WHERE %s", t.qname, targetAlias, strings.Join(sets, ", "),
-		unnestFrom(len(cols)+len(t.pk), 1), t.keyJoin(len(cols)+1))
-	t.stmts[key] = sql
-	return sql
+	return t.statement("BU\x00"+strings.Join(cols, "\x00"), func() string {
+		sets := make([]string, len(cols))
+		for i, c := range cols {
+			sets[i] = fmt.Sprintf("%s = %s", change.QuoteIdent(c), t.rowValue(i+1, c))
+		}
+		return fmt.Sprintf("UPDATE %s AS %s SET %s FROM %s WHERE %s", t.qname, targetAlias, strings.Join(sets, ", "),
+			unnestFrom(len(cols)+len(t.pk), 1), t.keyJoin(len(cols)+1))
+	})
 }

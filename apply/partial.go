@@ -110,17 +110,13 @@ func (t *table) updateSQL(set, where []string, byKey bool) string {
 	if byKey {
 		kind = "UK"
 	}
-	key := shape(kind, set, where)
-	if sql, ok := t.stmts[key]; ok {
-		return sql
-	}
-	match := t.oneRowMatch(where, len(set)+1)
-	if byKey {
-		match = t.keyMatch(where, len(set)+1)
-	}
-	sql := fmt.Sprintf("UPDATE %s SET %s WHERE %s", t.qname, t.assignments(set, 1), match)
-	t.stmts[key] = sql
-	return sql
+	return t.statement(shape(kind, set, where), func() string {
+		match := t.oneRowMatch(where, len(set)+1)
+		if byKey {
+			match = t.keyMatch(where, len(set)+1)
+		}
+		return fmt.Sprintf("UPDATE %s SET %s WHERE %s", t.qname, t.assignments(set, 1), match)
+	})
 }
 
 // settleSQL is statement 1 of updateMovingKey: parameters are the set
@@ -129,19 +125,15 @@ func (t *table) updateSQL(set, where []string, byKey bool) string {
 // would write a row version for nothing, and PostgreSQL refuses any
 // assignment to a GENERATED ALWAYS identity column.
 func (t *table) settleSQL(set, key []string) string {
-	k := shape("M", set, key)
-	if sql, ok := t.stmts[k]; ok {
-		return sql
-	}
-	newAt := t.keyMatch(key, len(set)+1)
-	atNew := fmt.Sprintf("SELECT 1 FROM %s WHERE %s", t.qname, newAt)
-	if len(set) > 0 {
-		atNew = fmt.Sprintf("UPDATE %s SET %s WHERE %s RETURNING 1", t.qname, t.assignments(set, 1), newAt)
-	}
-	sql := fmt.Sprintf("WITH moved AS (%s) DELETE FROM %s WHERE %s AND EXISTS (SELECT 1 FROM moved)",
-		atNew, t.qname, t.keyMatch(key, len(set)+len(key)+1))
-	t.stmts[k] = sql
-	return sql
+	return t.statement(shape("M", set, key), func() string {
+		newAt := t.keyMatch(key, len(set)+1)
+		atNew := fmt.Sprintf("SELECT 1 FROM %s WHERE %s", t.qname, newAt)
+		if len(set) > 0 {
+			atNew = fmt.Sprintf("UPDATE %s SET %s WHERE %s RETURNING 1", t.qname, t.assignments(set, 1), newAt)
+		}
+		return fmt.Sprintf("WITH moved AS (%s) DELETE FROM %s WHERE %s AND EXISTS (SELECT 1 FROM moved)",
+			atNew, t.qname, t.keyMatch(key, len(set)+len(key)+1))
+	})
 }
 
 // assignments is "col = $n::text::type, ..." for cols from parameter first.

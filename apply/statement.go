@@ -56,17 +56,14 @@ func keyChanged(c *change.Change) bool {
 // upsert writes a full row image: INSERT ... ON CONFLICT (primary key) DO
 // UPDATE, or a plain INSERT on a table without a primary key.
 func (t *table) upsert(cols []string, vals []change.Value) stmt {
-	key := "I\x00" + strings.Join(cols, "\x00")
-	sql, ok := t.stmts[key]
-	if !ok {
+	sql := t.statement("I\x00"+strings.Join(cols, "\x00"), func() string {
 		casts := make([]string, len(cols))
 		for i, c := range cols {
 			casts[i] = t.cast(i+1, c)
 		}
-		sql = fmt.Sprintf("INSERT INTO %s (%s)%s VALUES (%s)%s", t.qname, quoteList(cols), t.overriding(),
+		return fmt.Sprintf("INSERT INTO %s (%s)%s VALUES (%s)%s", t.qname, quoteList(cols), t.overriding(),
 			strings.Join(casts, ", "), t.onConflict(cols))
-		t.stmts[key] = sql
-	}
+	})
 	return stmt{sql: sql, args: args(vals)}
 }
 
@@ -104,16 +101,12 @@ func (t *table) onConflict(cols []string) string {
 // removes one matching row only, as the master did.
 func (t *table) delete(cols []string, vals []change.Value) stmt {
 	byPK := len(t.pk) > 0 && t.isKey(cols)
-	key := fmt.Sprintf("D%v\x00%s", byPK, strings.Join(cols, "\x00"))
-	sql, ok := t.stmts[key]
-	if !ok {
+	sql := t.statement(fmt.Sprintf("D%v\x00%s", byPK, strings.Join(cols, "\x00")), func() string {
 		if byPK {
-			sql = fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, t.keyMatch(cols, 1))
-		} else {
-			sql = fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, t.oneRowMatch(cols, 1))
+			return fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, t.keyMatch(cols, 1))
 		}
-		t.stmts[key] = sql
-	}
+		return fmt.Sprintf("DELETE FROM %s WHERE %s", t.qname, t.oneRowMatch(cols, 1))
+	})
 	return stmt{sql: sql, args: args(vals)}
 }
 

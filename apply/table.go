@@ -99,6 +99,17 @@ func loadTable(ctx context.Context, conn *pgx.Conn, qname string) (*table, error
 	return t, rows.Err()
 }
 
+// statement is the SQL cached under key (a statement's shape), built the
+// first time it is asked for.
+func (t *table) statement(key string, build func() string) string {
+	if sql, ok := t.stmts[key]; ok {
+		return sql
+	}
+	sql := build()
+	t.stmts[key] = sql
+	return sql
+}
+
 // check refuses a change whose columns the slave table cannot hold. That
 // includes columns a partial update did not send (Unchanged): the master
 // has them, so a slave without them would be missing data.

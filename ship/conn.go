@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"time"
 )
@@ -116,11 +115,9 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 		return nil, c.rerr
 	}
 	stop := c.closeOnDone(ctx)
-	f, err := readFrameInto(c.br, c.maxFrame, c.rbuf)
+	f, err := readFrameInto(c.br, c.maxFrame, typeRecords, c.rbuf)
 	if err == nil && f.typ == typeRecords && cap(f.payload) <= maxReuse {
 		c.rbuf = f.payload[:0] // reused by the next Receive: see Records.Data
-	} else if err == nil {
-		f.payload = slices.Clone(f.payload) // other messages may be kept
 	}
 	if !stop() {
 		err = context.Cause(ctx)

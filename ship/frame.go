@@ -100,11 +100,11 @@ type frame struct {
 // only when the stream ends cleanly between two frames. The declared length
 // is checked against max before any allocation, and the payload buffer
 // grows with the bytes received, never with the bytes promised.
-func readFrame(r io.Reader, max int) (frame, error) { return readFrameInto(r, max, nil) }
+func readFrame(r io.Reader, max int) (frame, error) { return readFrameInto(r, max, 0, nil) }
 
-// readFrameInto is readFrame with the payload read into scratch when it
-// fits there.
-func readFrameInto(r io.Reader, max int, scratch []byte) (frame, error) {
+// readFrameInto is readFrame with the payload of a frame of type into
+// read into scratch when it fits there; other frames get their own.
+func readFrameInto(r io.Reader, max int, into frameType, scratch []byte) (frame, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return frame{}, err
@@ -116,7 +116,7 @@ func readFrameInto(r io.Reader, max int, scratch []byte) (frame, error) {
 	}
 	var payload []byte
 	var err error
-	if int(n) <= cap(scratch) {
+	if t == into && int(n) <= cap(scratch) {
 		payload = scratch[:n]
 		_, err = io.ReadFull(r, payload)
 	} else {

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,20 +90,72 @@ func ProcCPU(pid int) (time.Duration, error) {
 	return Ticks(f[11]) + Ticks(f[12]), nil
 }
 
-// SystemBusy is the CPU time all CPUs spent busy (not idle, not waiting
-// for I/O, not stolen) since boot, from /proc/stat.
-func SystemBusy() (time.Duration, error) {
+// ProcMem reads a process's VmRSS and VmHWM (the peak RSS of its life),
+// in bytes, from /proc/pid/status.
+func ProcMem(pid int) (rss, hwm int64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, k, err)
+		}
+		if k == "VmRSS" {
+			rss = n << 10
+		} else {
+			hwm = n << 10
+		}
+	}
+	return rss, hwm, sc.Err()
+}
+
+// Median is the middle of v, or the mean of the two middle values.
+func Median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// SystemCPU is the first line of /proc/stat without its "cpu": the ticks
+// all CPUs spent in user, nice, system, idle, iowait, irq, softirq,
+// steal, guest and guest_nice since boot.
+func SystemCPU() ([]string, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
+	if len(f) == 0 || f[0] != "cpu" {
+		return nil, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	return f[1:], nil
+}
+
+// SystemBusy is the CPU time all CPUs spent busy (not idle, not waiting
+// for I/O, not stolen) since boot, from /proc/stat.
+func SystemBusy() (time.Duration, error) {
+	f, err := SystemCPU()
+	if err != nil {
+		return 0, err
+	}
+	if len(f) < 5 {
 		return 0, fmt.Errorf("unexpected /proc/stat")
 	}
 	var busy time.Duration
-	for i, v := range f[1:] {
+	for i, v := range f {
 		if i != 3 && i != 4 && i < 7 { // user nice system [idle iowait] irq softirq; guest is in user
 			busy += Ticks(v)
 		}

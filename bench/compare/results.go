@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/schedsync/schedsync/bench/benchkit"
 )
 
 // lagMode is the part of lagbench's JSON this command reads.
@@ -144,17 +146,7 @@ func (r results) medianOf(system string, f func(lagMode) (float64, bool)) (float
 	if len(v) == 0 {
 		return 0, false
 	}
-	return median(v), true
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
+	return benchkit.Median(v), true
 }
 
 // quantile is the nearest-rank quantile q of durations, in ms.
@@ -218,10 +210,10 @@ func (r results) figures() []figure {
 		if none := tps["none"]; len(none) > 0 {
 			f := figure{name: "master pgbench tps with the pipeline running ÷ with nothing (-c 4, scale 10)", unit: "×", digits: 3, vals: map[string]float64{}, ratio: true,
 				limit: map[string]float64{"trigger": 0.9, "logical": 1.0}, target: "≥ 0.9× native's (trigger), ≥ 1.0× (logical)"}
-			base := median(none)
+			base := benchkit.Median(none)
 			for _, s := range systems {
 				if v := tps[s]; len(v) > 0 {
-					f.vals[s] = median(v) / base
+					f.vals[s] = benchkit.Median(v) / base
 				}
 			}
 			fs = append(fs, f)

@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
+
+	"github.com/schedsync/schedsync/bench/benchkit"
 )
 
 // cpuTicks are the machine's CPU times from /proc/stat's first line:
@@ -14,17 +14,15 @@ import (
 type cpuTicks struct{ total, steal uint64 }
 
 func readTicks() (cpuTicks, error) {
-	b, err := os.ReadFile("/proc/stat")
+	f, err := benchkit.SystemCPU()
 	if err != nil {
 		return cpuTicks{}, err
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return cpuTicks{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	if len(f) < 8 {
+		return cpuTicks{}, fmt.Errorf("/proc/stat: no steal column in %q", f)
 	}
 	var t cpuTicks
-	for i, s := range f[1:] {
+	for i, s := range f {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			return cpuTicks{}, fmt.Errorf("/proc/stat: %w", err)

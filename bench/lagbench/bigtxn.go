@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/schedsync/schedsync/bench/benchkit"
 )
 
 // bigTxnResult is what the one-big-transaction run measured.
@@ -52,26 +50,9 @@ func measureBigTxn(ctx context.Context, w *world, sys system) (bigTxnResult, err
 	}
 	r.PeakRSS = map[string]int64{}
 	for _, p := range procs {
-		if r.PeakRSS[p.Label], err = peakRSS(p.PID); err != nil {
+		if _, r.PeakRSS[p.Label], err = benchkit.ProcMem(p.PID); err != nil {
 			return r, err
 		}
 	}
 	return r, nil
-}
-
-// peakRSS is a process's VmHWM in bytes.
-func peakRSS(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }

@@ -1,45 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/schedsync/schedsync/bench/benchkit"
 )
-
-// procMem reads VmRSS and VmHWM (the peak RSS of the process's life) in
-// bytes from /proc/pid/status.
-func procMem(pid int) (rss, hwm int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "VmRSS":
-			rss = parseKB(v)
-		case "VmHWM":
-			hwm = parseKB(v)
-		}
-	}
-	return rss, hwm, sc.Err()
-}
-
-func parseKB(v string) int64 {
-	n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-	return n << 10
-}
 
 // treeCPU is the CPU time of a process and its children, the live ones and
 // those it has reaped: PostgreSQL's postmaster and its backends.
@@ -107,7 +75,7 @@ func (s *sampler) sample() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for pid, peak := range s.peak {
-		if rss, _, err := procMem(pid); err == nil {
+		if rss, _, err := benchkit.ProcMem(pid); err == nil {
 			s.peak[pid] = max(peak, rss)
 		}
 	}

@@ -100,8 +100,8 @@ func ship(ctx context.Context, e *env, slave *node, masterPID int, b backlog, o 
 	}
 	after := takeCPU(masterPID, e.postmasterPID())
 	r.MasterRSS, r.SlaveRSS, r.Samples = peaks[masterPID], peaks[sst.PID], n
-	_, r.MasterHWM, _ = procMem(masterPID)
-	_, r.SlaveHWM, _ = procMem(sst.PID)
+	_, r.MasterHWM, _ = benchkit.ProcMem(masterPID)
+	_, r.SlaveHWM, _ = benchkit.ProcMem(sst.PID)
 	r.SlaveCPU, _ = benchkit.ProcCPU(sst.PID)
 	r.MasterCPU = after.master - before.master
 	r.PostgresCPU = after.postgres - before.postgres

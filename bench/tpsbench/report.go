@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -108,7 +107,7 @@ func printSummary(o options, results []measurement) {
 	var base float64
 	for _, s := range sums {
 		if s.mode == modeNone && len(s.tps) > 0 {
-			base = median(s.tps)
+			base = benchkit.Median(s.tps)
 		}
 	}
 	fmt.Printf("\n== summary: pgbench -c %d -j %d -T %d -n -M prepared, scale %d, %d CPUs\n",
@@ -133,7 +132,7 @@ func summaryRow(o options, s modeSummary, base float64) string {
 		for i, t := range s.tps {
 			per[i] = strconv.FormatFloat(t, 'f', 1, 64)
 		}
-		med := median(s.tps)
+		med := benchkit.Median(s.tps)
 		cells[2], cells[3] = strings.Join(per, " "), fmt.Sprintf("%.1f", med)
 		if base > 0 {
 			cells[4] = fmt.Sprintf("%.3f", med/base)
@@ -152,7 +151,7 @@ func summaryRow(o options, s modeSummary, base float64) string {
 func printAim(sums []modeSummary, base float64) {
 	for _, s := range sums {
 		if s.mode == modeLogical && len(s.tps) > 0 && base > 0 {
-			r := median(s.tps) / base
+			r := benchkit.Median(s.tps) / base
 			verdict := "met"
 			if r < aim {
 				verdict = "not met"
@@ -160,16 +159,6 @@ func printAim(sums []modeSummary, base float64) {
 			fmt.Printf("aim logical >= %.2f x none: %.3f, %s\n", aim, r, verdict)
 		}
 	}
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // medianKnown is the median of the non-negative (known) durations; -1 if
@@ -184,5 +173,5 @@ func medianKnown(v []time.Duration) time.Duration {
 	if len(f) == 0 {
 		return -1
 	}
-	return time.Duration(median(f))
+	return time.Duration(benchkit.Median(f))
 }

@@ -80,8 +80,7 @@ func appendValues(buf []byte, vs []Value) []byte {
 // It validates the result; any malformed input gives an error wrapping
 // ErrCorrupt. Memory allocated is bounded by len(buf).
 func DecodeChange(buf []byte) (Change, []byte, error) {
-	var in Interner
-	return in.DecodeChange(buf)
+	return decodeChange(buf, nil)
 }
 
 // Interner decodes changes sharing what repeats from one change to the
@@ -102,6 +101,11 @@ func (in *Interner) DecodeChange(buf []byte) (Change, []byte, error) {
 	if in.names == nil || len(in.names)+len(in.lists) > internMax {
 		in.names, in.lists = map[string]string{}, map[string][]string{}
 	}
+	return decodeChange(buf, in)
+}
+
+// decodeChange decodes through in, or sharing nothing if in is nil.
+func decodeChange(buf []byte, in *Interner) (Change, []byte, error) {
 	d := decoder{buf: buf, in: in}
 	var c Change
 	c.Op = Op(d.byte())
@@ -123,7 +127,7 @@ func (in *Interner) DecodeChange(buf []byte) (Change, []byte, error) {
 type decoder struct {
 	buf []byte
 	err error
-	in  *Interner
+	in  *Interner // nil: names are not shared
 }
 
 func (d *decoder) fail(what string) {
@@ -185,6 +189,9 @@ func (d *decoder) name() string {
 	}
 	b := d.buf[:n]
 	d.buf = d.buf[n:]
+	if d.in == nil {
+		return string(b)
+	}
 	if s, ok := d.in.names[string(b)]; ok {
 		return s
 	}
@@ -209,8 +216,10 @@ func (d *decoder) strings() []string {
 		}
 	}
 	raw := start[:len(start)-len(d.buf)]
-	if shared, ok := d.in.lists[string(raw)]; ok {
-		return shared
+	if d.in != nil {
+		if shared, ok := d.in.lists[string(raw)]; ok {
+			return shared
+		}
 	}
 	after := d.buf
 	d.buf = names
@@ -219,7 +228,9 @@ func (d *decoder) strings() []string {
 		ss[i] = d.name()
 	}
 	d.buf = after
-	d.in.lists[string(raw)] = ss
+	if d.in != nil {
+		d.in.lists[string(raw)] = ss
+	}
 	return ss
 }
 

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -28,14 +27,8 @@ func TestGenerationsFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
+	running, err := start(t, m)
+	if err != nil {
 		t.Fatalf("master: %v", err)
 	}
 	eventually.That(t, "master to reach its repository", 30*time.Second, func() bool { return m.Status().State == StateStreaming })
@@ -71,15 +64,14 @@ func TestGenerationsFence(t *testing.T) {
 		if !errors.Is(err, ship.ErrFenced) || !strings.Contains(err.Error(), "fenced") {
 			t.Fatalf("slave of generation 3 against a master of generation 1: %v, want a fenced refusal", err)
 		}
-		select {
-		case err := <-done:
-			var f *FencedError
-			if !errors.As(err, &f) || f.Higher != 3 || !strings.Contains(err.Error(), "resync --force") ||
-				!strings.Contains(err.Error(), "/etc/schedsync/sync.properties") {
-				t.Fatalf("master ended with %v; want a FencedError naming generation 3 and the way back", err)
-			}
-		case <-time.After(30 * time.Second):
+		ended, err := running.ended(30 * time.Second)
+		if !ended {
 			t.Fatal("the master kept running after a slave of a higher generation connected")
+		}
+		var f *FencedError
+		if !errors.As(err, &f) || f.Higher != 3 || !strings.Contains(err.Error(), "resync --force") ||
+			!strings.Contains(err.Error(), "/etc/schedsync/sync.properties") {
+			t.Fatalf("master ended with %v; want a FencedError naming generation 3 and the way back", err)
 		}
 		data, _ := os.ReadFile(hookLog)
 		if strings.TrimSpace(string(data)) != "fenced 1" {
@@ -99,14 +91,8 @@ func TestNewerMasterStartsBesideAnOlderOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- old.Run(ctx, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
+	running, err := start(t, old)
+	if err != nil {
 		t.Fatalf("old master: %v", err)
 	}
 
@@ -120,13 +106,12 @@ func TestNewerMasterStartsBesideAnOlderOne(t *testing.T) {
 	if g := newer.Status().Generation; g != 2 {
 		t.Errorf("the newer master's generation is %d, want 2", g)
 	}
-	select {
-	case err := <-done:
-		var f *FencedError
-		if !errors.As(err, &f) || f.Higher != 2 {
-			t.Fatalf("the older master ended with %v; want a FencedError naming generation 2", err)
-		}
-	case <-time.After(30 * time.Second):
+	ended, err := running.ended(30 * time.Second)
+	if !ended {
 		t.Fatal("the older master kept running beside a newer one")
+	}
+	var f *FencedError
+	if !errors.As(err, &f) || f.Higher != 2 {
+		t.Fatalf("the older master ended with %v; want a FencedError naming generation 2", err)
 	}
 }

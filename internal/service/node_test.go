@@ -119,6 +119,19 @@ func start(t *testing.T, n Node) (*running, error) {
 	}
 }
 
+// ended waits up to limit for the node to stop by itself: true and its
+// error, or false if it is still running then.
+func (r *running) ended(limit time.Duration) (bool, error) {
+	select {
+	case err := <-r.done:
+		r.cancel()
+		r.cancel = nil // nothing left for stop to wait for
+		return true, err
+	case <-time.After(limit):
+		return false, nil
+	}
+}
+
 func (r *running) stop(t *testing.T) {
 	if r.cancel == nil {
 		return
