@@ -7,12 +7,17 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/ship"
 )
+
+// notReadyPatience is how long FetchBackup retries a master that is not
+// ready yet.
+const notReadyPatience = 15 * time.Second
 
 // FetchBackup asks the master, over the sync port, for a backup of its
 // repository and writes it to w. The slave authenticates with sync.token
@@ -38,22 +43,38 @@ func FetchBackup(ctx context.Context, cfg config.Config, w io.Writer) (int64, sh
 		return 0, ship.Welcome{}, err
 	}
 	addr := net.JoinHostPort(cfg.Master.Host, strconv.Itoa(cfg.Master.Port))
-	nc, err := ship.Dial(ctx, addr, tlsConf)
-	if err != nil {
-		return 0, ship.Welcome{}, fmt.Errorf("master sync service at %s is not reachable; start the master first: %w", addr, err)
-	}
-	defer nc.Close()
 	st, _, err := LoadNodeState(cfg.Spool.Dir)
 	if err != nil {
 		return 0, ship.Welcome{}, err
 	}
-	welcome, err := ship.ClientHandshake(ctx, nc, ship.ClientOptions{
+	hello := ship.ClientOptions{
 		Token: cfg.Sync.Token, Name: cfg.Node.Name, Identity: identity, Purpose: ship.PurposeBackup,
 		Generation: st.Generation,
-	})
-	if err != nil {
-		return 0, ship.Welcome{}, err
 	}
+	// A master that has just started refuses until its capture reaches
+	// the repository ("not ready"); a streaming slave retries, and so
+	// does a resync, for a while, instead of failing a cron run.
+	var nc net.Conn
+	var welcome ship.Welcome
+	deadline := time.Now().Add(notReadyPatience)
+	for {
+		if nc, err = ship.Dial(ctx, addr, tlsConf); err != nil {
+			return 0, ship.Welcome{}, fmt.Errorf("master sync service at %s is not reachable; start the master first: %w", addr, err)
+		}
+		if welcome, err = ship.ClientHandshake(ctx, nc, hello); err == nil {
+			break
+		}
+		nc.Close()
+		if !errors.Is(err, ship.ErrNotReady) || time.Now().After(deadline) {
+			return 0, ship.Welcome{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ship.Welcome{}, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	defer nc.Close()
 	if welcome.Generation < st.Generation && st.Role == config.RoleSlave {
 		return 0, welcome, fmt.Errorf("%w: master %s at %s has generation %d, lower than generation %d, which this node has seen: it was replaced by a promotion; point master.host and master.port at the current master",
 			ship.ErrFenced, welcome.Name, addr, welcome.Generation, st.Generation)
