@@ -14,6 +14,7 @@ import (
 
 	"github.com/schedsync/schedsync/apply"
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/testkit/eventually"
 )
 
 const mixedSchema = `
@@ -111,6 +112,17 @@ func TestExactlyOnceAcrossApplierCrashes(t *testing.T) {
 		// it was sent (a COMMIT) while the next run starts: apply must
 		// notice when that commit lands under it (see setApplied), and the
 		// checks below prove it did; no wait for the dead session.
+		if restarts%2 == 0 {
+			// Every other run, the killed session's backend finishes
+			// first, so that a COMMIT it was sent shows here as a commit
+			// the applier never saw; on the others the next run races
+			// it, and set_applied must catch it.
+			eventually.True(t, "the killed session's backend to end", 30*time.Second, func() (bool, string) {
+				var n int
+				err := slave.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n)
+				return err == nil && n == 0, fmt.Sprintf("%d backends, %v", n, err)
+			})
+		}
 		before := pos
 		pos = appliedExactly(t, slave)
 		if pos <= before {
