@@ -15,7 +15,9 @@
 //     RSS);
 //   - tpsbench: pgbench tps on the master with nothing, with each
 //     pipeline running (master and slave services, or a native
-//     subscription), modes interleaved within each round;
+//     subscription), modes interleaved within each round, and with the
+//     capture floors (audit triggers installed and nothing reading them;
+//     pg_recvlogical on a pgoutput slot);
 //   - backupbench: backup + restore against pg_dump -Fc + pg_restore
 //     --data-only at scale 20;
 //   - shipbench: shipping a 1 GiB spool backlog.
@@ -138,7 +140,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	if !o.skip["tps"] {
-		if err := t.runJSON(ctx, "tpsbench", &res.TPS, "tpsbench", "-modes", "none,trigger,logical,native", "-with-slave",
+		if err := t.runJSON(ctx, "tpsbench", &res.TPS, "tpsbench", "-modes", "none,triggers,trigger,decoding,logical,native", "-with-slave",
 			"-rounds", strconv.Itoa(o.rounds), "-duration", o.tpsFor.String()); err != nil {
 			return err
 		}

@@ -30,7 +30,7 @@ type lagMode struct {
 
 // tpsMeasurement is the part of tpsbench's JSON this command reads.
 type tpsMeasurement struct {
-	Mode string // none, trigger, logical, native
+	Mode string // none, triggers, trigger, decoding, logical, native
 	TPS  float64
 }
 
@@ -217,6 +217,17 @@ func (r results) figures() []figure {
 				}
 			}
 			fs = append(fs, f)
+			// The floors under each capture mode, with no schedsync
+			// process at all: what the targets above leave for the rest
+			// of the pipeline.
+			floor := figure{name: "the same ratio with capture alone and nothing reading it: triggers installed, no service (trigger); pg_recvlogical on a pgoutput slot (logical); native column: native's whole pipeline, as above",
+				unit: "×", digits: 3, vals: map[string]float64{}, ratio: true}
+			for col, mode := range map[string]string{"trigger": "triggers", "logical": "decoding", "native": "native"} {
+				if v := tps[mode]; len(v) > 0 {
+					floor.vals[col] = benchkit.Median(v) / base
+				}
+			}
+			fs = append(fs, floor)
 		}
 	}
 	if r.Backup.PgDump > 0 {

@@ -4,7 +4,11 @@
 // capturing by logical decoding, in one run on the same clusters. Mode
 // decoding is the floor under any logical capture: a pgoutput slot read by
 // pg_recvlogical into /dev/null, so what it costs is the server's own
-// decoding (the walsender), with no schedsync at all.
+// decoding (the walsender), with no schedsync at all. Mode triggers is the
+// floor under trigger capture: the capture triggers installed
+// (`schedsync install` in trigger mode) and no service running, so what it
+// costs is the triggers writing the audit table inside pgbench's
+// transactions, with nothing reading or deleting the audit rows.
 //
 //	go run ./bench/tpsbench [-duration 20s] [-rounds 3] [-scale 10]
 //	    [-clients 4] [-threads 2] [-modes none,decoding,trigger,logical] [-with-slave] [-bin path] [-keep]
@@ -56,6 +60,9 @@ const (
 	modeNone    = "none"
 	modeTrigger = "trigger"
 	modeLogical = "logical"
+	// modeTriggers is trigger capture installed and no service: the cost
+	// of the triggers alone.
+	modeTriggers = "triggers"
 )
 
 type options struct {
@@ -116,8 +123,8 @@ func parseModes(s string) ([]string, error) {
 	for _, m := range strings.Split(s, ",") {
 		m = strings.TrimSpace(m)
 		switch {
-		case m != modeNone && m != modeTrigger && m != modeLogical && m != modeDecoding && m != modeNative:
-			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, trigger, logical or native)", m)
+		case !slices.Contains([]string{modeNone, modeTrigger, modeLogical, modeDecoding, modeNative, modeTriggers}, m):
+			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, triggers, trigger, logical or native)", m)
 		case slices.Contains(modes, m):
 			return nil, fmt.Errorf("-modes: %s given twice", m)
 		}
@@ -132,7 +139,7 @@ func usage(msg string) {
 }
 
 func (o options) needsBinary() bool {
-	return slices.ContainsFunc(o.modes, func(m string) bool { return m == modeTrigger || m == modeLogical })
+	return slices.ContainsFunc(o.modes, func(m string) bool { return m == modeTrigger || m == modeLogical || m == modeTriggers })
 }
 
 func main() {

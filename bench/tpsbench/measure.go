@@ -46,6 +46,15 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 			return m, err
 		}
 		defer r.stop()
+	} else if mode == modeTriggers {
+		t, err := newDeployment(o, w, dir, modeTrigger)
+		if err != nil {
+			return m, err
+		}
+		defer t.down()
+		if _, err := t.master.run(ctx, "install"); err != nil {
+			return m, err
+		}
 	} else if mode != modeNone {
 		var err error
 		if d, err = newDeployment(o, w, dir, mode); err != nil {
