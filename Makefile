@@ -21,7 +21,7 @@ PG_LIBDIR ?= /usr/lib/postgresql
 HAVE_PG = { { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null 2>&1 || \
 	ls $(PG_LIBDIR)/*/bin/initdb >/dev/null 2>&1; }
 
-.PHONY: all build test deps vet fmt demo clean bench gobench
+.PHONY: all build test deps browser vet fmt demo clean bench gobench package
 
 all: build
 
@@ -29,20 +29,30 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/schedsync
 
 # Installs the PostgreSQL server when it is missing, and only then: a
-# repeated `make test` must not wait for apt.
+# repeated `make test` must not wait for apt. `browser` does the same for
+# Chromium, with which `test` checks the status page in a real headless
+# browser.
 deps:
-	@if $(HAVE_PG); then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then \
-		echo "deps: the PostgreSQL server (initdb, pg_ctl, postgres) is not installed and the tests need it." >&2; \
-		echo "deps: install it as root: apt-get install -y postgresql (or run make deps as root)" >&2; \
-		exit 1; \
-	fi; \
-	echo "deps: installing the PostgreSQL server (apt-get install -y postgresql)"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update && apt-get install -y postgresql; \
-	if ! $(HAVE_PG); then echo "deps: postgresql is installed but initdb is still not found" >&2; exit 1; fi
+	@$(call apt_install,postgresql,$(HAVE_PG))
+browser:
+	@$(call apt_install,chromium,$(HAVE_CHROMIUM))
 
-test: deps
+HAVE_CHROMIUM = { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1
+# apt_install,package,check: install package as root unless check passes.
+define apt_install
+if $(2); then exit 0; fi; \
+if [ "$$(id -u)" != 0 ]; then \
+	echo "deps: $(1) is not installed and the tests need it." >&2; \
+	echo "deps: install it as root: apt-get install -y $(1) (or run make deps browser as root)" >&2; \
+	exit 1; \
+fi; \
+echo "deps: installing $(1) (apt-get install -y $(1))"; \
+export DEBIAN_FRONTEND=noninteractive; \
+apt-get update && apt-get install -y $(1); \
+if ! $(2); then echo "deps: $(1) is installed but still not found" >&2; exit 1; fi
+endef
+
+test: deps browser
 	CI=$${CI:-true} $(GO) test -count=1 -timeout 30m ./...
 
 # schedsync in both capture modes against native logical replication, side
@@ -72,6 +82,23 @@ DEMO      := bin/schedsync-demo
 demo: deps build
 	$(GO) build -o $(DEMO) ./cmd/schedsync-demo
 	$(DEMO) -bin $(BIN) $(DEMOFLAGS)
+
+# Debian package $(DIST)/schedsync_<version>_amd64.deb: a static binary
+# (CGO_ENABLED=0) with this VERSION, the unit, example configs and maintainer
+# scripts (packaging/). nfpm is pinned in packaging/nfpm/go.mod, a module of
+# its own, so its dependencies stay out of go.mod. The version is VERSION
+# made Debian-valid by packaging/deb-version.
+DIST ?= dist
+DEB_VERSION = $(shell sh packaging/deb-version '$(VERSION)')
+package:
+	@set -e; v='$(DEB_VERSION)'; dist='$(abspath $(DIST))'; test -n "$$v"; \
+	rm -rf "$$dist/.build" "$$dist"/schedsync_*.deb; mkdir -p "$$dist/.build"; \
+	echo "package: building schedsync $(VERSION) (Debian version $$v)"; \
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+		-o "$$dist/.build/schedsync" ./cmd/schedsync; \
+	SCHEDSYNC_BIN="$$dist/.build/schedsync" DEB_VERSION="$$v" $(GO) -C packaging/nfpm tool nfpm \
+		package --config nfpm.yaml --packager deb --target "$$dist/schedsync_$${v}_amd64.deb"; \
+	rm -rf "$$dist/.build"
 
 clean:
 	rm -rf bin .demo

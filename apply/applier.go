@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/metrics"
 )
 
 // Log is the slave spool as apply reads it.
@@ -43,6 +44,8 @@ type Options struct {
 	// OnApplied is called after each commit with the applied position and
 	// the master commit time of the last transaction applied.
 	OnApplied func(pos uint64, commitTime time.Time)
+	// Metrics counts what is applied; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // pipelineDepth is how many statements are sent in one round trip.
@@ -192,6 +195,8 @@ type session struct {
 	// inflight is the batch sent and not yet read back: apply reads and
 	// folds the next group while the server runs it.
 	inflight *inflight
+	// changes counts the changes read from the spool, for the metrics.
+	changes int
 }
 
 // inflight is a batch whose results are still to be read.
@@ -276,6 +281,7 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 	start, bytes := time.Now(), 0
 	var commitTime time.Time
 	net := newNetChanges()
+	txns, changes := 0, s.changes
 	for {
 		s.failedAt = pos
 		if err := s.admit(pos, src.Header()); err != nil {
@@ -286,6 +292,7 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 			return err
 		}
 		bytes += n
+		txns++
 		commitTime = src.Header().CommitTime
 		if bytes >= s.a.opts.BatchMaxBytes || time.Since(start) >= s.a.opts.BatchMaxDelay ||
 			s.a.log.DurablePosition() <= pos || s.a.heldAt(pos) {
@@ -300,7 +307,11 @@ func (s *session) group(ctx context.Context, r Reader, pos uint64, src change.Tx
 	p.queue(stmt{sql: "COMMIT"})
 	s.queued = pos
 	epoch := s.epoch
-	return s.ship(ctx, p, func() { s.applied(pos, epoch, commitTime) })
+	changes = s.changes - changes
+	return s.ship(ctx, p, func() {
+		s.applied(pos, epoch, commitTime)
+		s.a.opts.Metrics.Applied(txns, changes, time.Since(start))
+	})
 }
 
 // ship sends what p holds without waiting for the results, once those of
@@ -411,6 +422,7 @@ func (s *session) txn(ctx context.Context, p *pipeline, net *netChanges, src cha
 			return 0, fmt.Errorf("read the spool: %w", err)
 		}
 		size += c.Size()
+		s.changes++
 		if c.Op == change.Sequence {
 			st, err := s.setval(ctx, c)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -42,6 +43,7 @@ func (s *session) careful(ctx context.Context) error {
 	// capture history and an end position of its own (a slave that started
 	// empty takes its history from the first transaction again).
 	s.epoch, s.queued = s.a.epoch.Load(), after
+	start, txns, changes := time.Now(), 0, s.changes
 	for pos < upto {
 		if pos, src, err = r.Next(ctx); err != nil {
 			return err
@@ -52,8 +54,13 @@ func (s *session) careful(ctx context.Context) error {
 		if err := s.carefulTxn(ctx, tx, src); err != nil {
 			return fmt.Errorf("apply transaction at position %d: %w", pos, err)
 		}
+		txns++
 	}
-	return s.commit(ctx, tx, p, pos, src.Header().CommitTime)
+	if err := s.commit(ctx, tx, p, pos, src.Header().CommitTime); err != nil {
+		return err
+	}
+	s.a.opts.Metrics.Applied(txns, s.changes-changes, time.Since(start))
+	return nil
 }
 
 func (s *session) carefulTxn(ctx context.Context, tx pgx.Tx, src change.TxnSource) error {
@@ -66,6 +73,7 @@ func (s *session) carefulTxn(ctx context.Context, tx pgx.Tx, src change.TxnSourc
 		if err != nil {
 			return fmt.Errorf("read the spool: %w", err)
 		}
+		s.changes++
 		stmts, err := s.statements(ctx, c, &truncs)
 		if err != nil {
 			return err

@@ -189,6 +189,17 @@ func (s *Spool) FirstPosition() uint64 {
 	return s.segs[0].lo
 }
 
+// Size is the bytes written to the spool's segment files (the active
+// one's write buffer excluded) and the number of segments, from memory.
+func (s *Spool) Size() (bytes int64, segments int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.segs {
+		bytes += g.size
+	}
+	return bytes, len(s.segs)
+}
+
 // BytesAfter is the number of spool bytes on disk (compressed, framing
 // and segment headers included) that a reader which has consumed pos
 // still reads: every byte from the start of the first record holding any

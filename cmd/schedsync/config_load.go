@@ -208,26 +208,35 @@ func (l *loader) keyError(key string, err error) error {
 // readTokenFile loads sync.token_file into cfg.Sync.Token. Both keys set is
 // refused: the operator could not tell which secret is in use.
 func (l *loader) readTokenFile(cfg *config.Config) error {
-	file := cfg.Sync.TokenFile
+	if err := l.readSecret("sync", &cfg.Sync.Token, cfg.Sync.TokenFile, "write the shared secret into it"); err != nil {
+		return err
+	}
+	return l.readSecret("http", &cfg.HTTP.Token, cfg.HTTP.TokenFile, "write the bearer token into it")
+}
+
+// readSecret reads prefix.token_file into *token; prefix.token must then
+// be empty.
+func (l *loader) readSecret(prefix string, token *string, file, fill string) error {
 	if file == "" {
 		return nil
 	}
-	if cfg.Sync.Token != "" {
-		return l.keyError("sync.token_file", &config.KeyError{Key: "sync.token_file", Value: file,
-			Reason: "is set together with sync.token", Allowed: "set only one of them"})
+	key := prefix + ".token_file"
+	if *token != "" {
+		return l.keyError(key, &config.KeyError{Key: key, Value: file,
+			Reason: "is set together with " + prefix + ".token", Allowed: "set only one of them"})
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return l.keyError("sync.token_file", &config.KeyError{Key: "sync.token_file", Value: file,
+		return l.keyError(key, &config.KeyError{Key: key, Value: file,
 			Reason:  "cannot read " + file + ": " + pathErrText(err),
 			Allowed: "check the path and that the user running schedsync can read it"})
 	}
-	token := strings.TrimRight(string(data), "\r\n")
-	if strings.TrimSpace(token) == "" {
-		return l.keyError("sync.token_file", &config.KeyError{Key: "sync.token_file", Value: file,
-			Reason: "file " + file + " is empty", Allowed: "write the shared secret into it"})
+	t := strings.TrimRight(string(data), "\r\n")
+	if strings.TrimSpace(t) == "" {
+		return l.keyError(key, &config.KeyError{Key: key, Value: file,
+			Reason: "file " + file + " is empty", Allowed: fill})
 	}
-	cfg.Sync.Token = token
+	*token = t
 	return nil
 }
 

@@ -22,7 +22,7 @@ func TestExampleSystemdUnit(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		"Type":                     "notify",
-		"ExecStart":                "/usr/local/bin/schedsync --config /etc/schedsync/sync.properties start --foreground",
+		"ExecStart":                "/usr/bin/schedsync --config /etc/schedsync/sync.properties start --foreground",
 		"Restart":                  "on-failure",
 		"RestartPreventExitStatus": "2 3",
 		"KillSignal":               "SIGTERM",
@@ -33,7 +33,7 @@ func TestExampleSystemdUnit(t *testing.T) {
 			t.Errorf("%s=%q, want %q", k, got[k], want)
 		}
 	}
-	if !strings.HasPrefix(got["ExecStop"], "/usr/local/bin/schedsync --config /etc/schedsync/sync.properties stop") {
+	if !strings.HasPrefix(got["ExecStop"], "/usr/bin/schedsync --config /etc/schedsync/sync.properties stop") {
 		t.Errorf("ExecStop=%q", got["ExecStop"])
 	}
 }

@@ -45,6 +45,7 @@ func (a *app) runForeground(ctx context.Context, cfg *config.Config, opts startO
 		ConfigPath: a.configPath,
 		Force:      force,
 		NewNode:    a.newNode,
+		Version:    version,
 		Ready: func() {
 			pipe.ready()
 			sd.notify("READY=1")

@@ -44,6 +44,7 @@ type Config struct {
 	Sync       SyncConfig
 	Master     MasterConfig
 	TLS        TLSConfig
+	HTTP       HTTPConfig
 	Spool      SpoolConfig
 	Log        LogConfig
 	Resync     ResyncConfig
@@ -101,6 +102,19 @@ type TLSConfig struct {
 	Cert string // tls.cert: PEM certificate of this node
 	Key  string // tls.key: PEM private key for Cert
 	CA   string // tls.ca: PEM CA bundle that the peer's certificate must chain to
+}
+
+// HTTPConfig is the node's read-only HTTP endpoint: /metrics
+// (Prometheus), /api/status and the status page. It serves TLS with
+// tls.cert and tls.key when they are set.
+type HTTPConfig struct {
+	Listen string // http.listen: host:port; empty: no HTTP endpoint
+	// Token (http.token) is the bearer token every request must carry;
+	// required unless Listen is a loopback address. TokenFile
+	// (http.token_file) names a file holding it; the loader reads it into
+	// Token, so users of Config read Token only.
+	Token     string
+	TokenFile string
 }
 
 // SpoolConfig is the on-disk log of changes.

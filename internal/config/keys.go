@@ -48,6 +48,9 @@ var keys = []Key{
 	{"tls.cert", KindString, func(c *Config) any { return &c.TLS.Cert }},
 	{"tls.key", KindString, func(c *Config) any { return &c.TLS.Key }},
 	{"tls.ca", KindString, func(c *Config) any { return &c.TLS.CA }},
+	{"http.listen", KindString, func(c *Config) any { return &c.HTTP.Listen }},
+	{"http.token", KindString, func(c *Config) any { return &c.HTTP.Token }},
+	{"http.token_file", KindString, func(c *Config) any { return &c.HTTP.TokenFile }},
 	{"spool.dir", KindString, func(c *Config) any { return &c.Spool.Dir }},
 	{"spool.max_backlog", KindSize, func(c *Config) any { return &c.Spool.MaxBacklog }},
 	{"spool.backup_pin", KindDuration, func(c *Config) any { return &c.Spool.BackupPin }},
@@ -164,7 +167,7 @@ func (k Key) Set(c *Config, v any) error {
 // redact masks a value of a secret key for an error message.
 func (k Key) redact(s string) string {
 	switch k.Name {
-	case "sync.token":
+	case "sync.token", "http.token":
 		return Mask
 	case "repository.url":
 		return RedactURL(s)

@@ -11,13 +11,16 @@ import (
 const Mask = "***"
 
 // Redacted returns a copy of c that is safe to print or log: sync.token is
-// masked and so is any password in repository.url.
+// masked, and so are http.token and any password in repository.url.
 func (c Config) Redacted() Config {
 	r := c
 	r.Repository.Schemas = slices.Clone(c.Repository.Schemas)
 	r.Repository.Tables = slices.Clone(c.Repository.Tables)
 	if r.Sync.Token != "" {
 		r.Sync.Token = Mask
+	}
+	if r.HTTP.Token != "" {
+		r.HTTP.Token = Mask
 	}
 	r.Repository.URL = RedactURL(c.Repository.URL)
 	return r
@@ -80,4 +83,15 @@ func RedactURL(s string) string {
 		u.RawQuery = q.Encode()
 	}
 	return strings.ReplaceAll(u.String(), placeholder, Mask)
+}
+
+// urlInText catches user:password@ of a URL anywhere in a text.
+var urlInText = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@`)
+
+// RedactSecrets masks what looks like a password in free text, such as
+// an error message that quotes a connection string: password=... and the
+// password of a user:password@ URL.
+func RedactSecrets(s string) string {
+	s = urlInText.ReplaceAllString(s, "${1}"+Mask+"@")
+	return kvPassword.ReplaceAllString(s, "${1}"+Mask)
 }

@@ -38,6 +38,7 @@ func (c *Config) Validate() error {
 	v.sync(c)
 	v.master(c)
 	v.tls(c)
+	v.http(c)
 	v.spool(c)
 	v.log(c)
 	v.failover(c)
@@ -193,6 +194,36 @@ func (v *validator) tls(c *Config) {
 	v.absPath("tls.cert", t.Cert)
 	v.absPath("tls.key", t.Key)
 	v.absPath("tls.ca", t.CA)
+}
+
+func (v *validator) http(c *Config) {
+	v.absPath("http.token_file", c.HTTP.TokenFile)
+	if c.HTTP.Listen == "" {
+		return
+	}
+	if err := checkHostPort(c.HTTP.Listen); err != "" {
+		v.bad("http.listen", c.HTTP.Listen, strings.ReplaceAll(err, "7700", "7780"))
+		return
+	}
+	if c.HTTP.Token == "" && c.HTTP.TokenFile == "" && !IsLoopback(c.HTTP.Listen) {
+		v.problem("http.listen", c.HTTP.Listen, strconv.Quote(c.HTTP.Listen)+" is not a loopback address and http.token is not set",
+			"set http.token (or http.token_file) to the bearer token that Prometheus and browsers must send, or listen on 127.0.0.1")
+	}
+}
+
+// IsLoopback reports whether the host of the listen address hostPort is
+// a loopback address (127.0.0.0/8, ::1 or localhost); an empty host
+// (all interfaces) is not.
+func IsLoopback(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (v *validator) spool(c *Config) {

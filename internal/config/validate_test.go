@@ -65,6 +65,21 @@ func TestValidateAcceptsGoodConfigs(t *testing.T) {
 			c.Master.Host = "fd00::1"
 			return c
 		},
+		"http on loopback without token": func() Config {
+			c := validMaster()
+			c.HTTP.Listen = "127.0.0.1:7780"
+			return c
+		},
+		"http on localhost ipv6 without token": func() Config {
+			c := validSlave()
+			c.HTTP.Listen = "[::1]:7780"
+			return c
+		},
+		"http on all interfaces with a token file": func() Config {
+			c := validMaster()
+			c.HTTP.Listen, c.HTTP.TokenFile = ":7780", "/etc/schedsync/http-token"
+			return c
+		},
 	}
 	for name, mk := range tests {
 		c := mk()
@@ -82,6 +97,9 @@ func TestValidateRejects(t *testing.T) {
 		key    string
 		msg    string // exact message of the (only) KeyError
 	}{
+		{"http on all interfaces without token", validMaster, func(c *Config) { c.HTTP.Listen = "0.0.0.0:7780" }, "http.listen",
+			`http.listen: "0.0.0.0:7780" is not a loopback address and http.token is not set; set http.token (or http.token_file) to the bearer token that Prometheus and browsers must send, or listen on 127.0.0.1`},
+		{"http listen without port", validMaster, func(c *Config) { c.HTTP.Listen = "127.0.0.1" }, "http.listen", ""},
 		{"role typo", validMaster, func(c *Config) { c.Node.Role = "mastr" }, "node.role",
 			`node.role: "mastr" is not allowed; use master or slave`},
 		{"role missing", validMaster, func(c *Config) { c.Node.Role = "" }, "node.role",

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/schedsync/schedsync/internal/change"
+	"github.com/schedsync/schedsync/internal/metrics"
 	"github.com/schedsync/schedsync/spool"
 )
 
@@ -18,6 +19,7 @@ type spoolSink struct {
 	// repository: new positions never go below it, even if the spool
 	// directory was replaced, so that no slave ever sees a position reused.
 	floor uint64
+	met   *metrics.Metrics
 
 	mu     sync.Mutex
 	failed error // a spool write failed: capture must stop, not retry
@@ -25,10 +27,12 @@ type spoolSink struct {
 
 func (s *spoolSink) Append(ctx context.Context, src change.TxnSource) (uint64, error) {
 	pos := max(s.sp.LastPosition(), s.floor) + 1
-	if err := s.sp.AppendAt(ctx, pos, taggedSource{src}); err != nil {
+	t := &taggedSource{TxnSource: src}
+	if err := s.sp.AppendAt(ctx, pos, t); err != nil {
 		s.fail(err)
 		return 0, err
 	}
+	s.met.Captured(t.changes)
 	return pos, nil
 }
 
@@ -61,12 +65,18 @@ func (s *spoolSink) err() error {
 
 // taggedSource marks the errors of the source so that they are told apart
 // from spool errors.
-type taggedSource struct{ change.TxnSource }
+type taggedSource struct {
+	change.TxnSource
+	changes int // read so far
+}
 
-func (t taggedSource) Next() (*change.Change, error) {
+func (t *taggedSource) Next() (*change.Change, error) {
 	c, err := t.TxnSource.Next()
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("%w: %w", errSourceFailed, err)
+	}
+	if err == nil {
+		t.changes++
 	}
 	return c, err
 }

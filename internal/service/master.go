@@ -98,7 +98,7 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("open spool: %w", err)
 	}
 	defer m.sp.Close()
-	m.sink = &spoolSink{sp: m.sp}
+	m.sink = &spoolSink{sp: m.sp, met: m.opts.Metrics}
 	if m.reg, err = loadRegistry(filepath.Join(m.cfg.Spool.Dir, "slaves.json")); err != nil {
 		return err
 	}
@@ -454,6 +454,7 @@ func (m *Master) Status() Status {
 		return st
 	}
 	st.Position = m.sp.DurablePosition()
+	st.SpoolBytes, st.SpoolSegments = m.sp.Size()
 	recs, connected := m.reg.list()
 	for _, r := range recs {
 		addr, ok := connected[r.Name]

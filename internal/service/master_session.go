@@ -322,11 +322,15 @@ func (m *Master) sendRecords(ctx context.Context, sess *masterSession, after uin
 	}
 	defer r.Close()
 	chunk := sess.chunk
+	shipped := after
 	for {
 		rec, err := r.NextRecord(ctx)
 		if err != nil {
 			return err
 		}
+		// A transaction spanning records counts once, with its first.
+		m.opts.Metrics.Shipped(max(rec.Last, shipped)-shipped, len(rec.Data))
+		shipped = max(rec.Last, shipped)
 		data := rec.Data
 		for len(data) > 0 {
 			n := min(len(data), chunk)

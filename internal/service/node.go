@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"time"
+
+	"github.com/schedsync/schedsync/internal/metrics"
 )
 
 // Node is a running sync service: a master or a slave.
@@ -38,4 +40,6 @@ type NodeOptions struct {
 	// ConfigPath is the service's config file, for commands it runs on
 	// itself (resync.auto runs `schedsync --config ConfigPath resync`).
 	ConfigPath string
+	// Metrics counts what the node does; nil counts nothing.
+	Metrics *metrics.Metrics
 }

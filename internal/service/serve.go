@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/metrics"
+	"github.com/schedsync/schedsync/internal/web"
 	"github.com/schedsync/schedsync/ship"
 )
 
@@ -48,6 +51,8 @@ type Options struct {
 	Force <-chan struct{}
 	// PersistEvery is how often the status file is rewritten while running.
 	PersistEvery time.Duration
+	// Version is the binary's version, shown in schedsync_info.
+	Version string
 }
 
 func (o Options) withDefaults() Options {
@@ -98,6 +103,10 @@ func RunService(ctx context.Context, cfg config.Config, o Options) error {
 		}
 	}()
 
+	// One set of counters for the process, across role changes; every
+	// warning and error logged counts in it.
+	met := metrics.New()
+	o.Log = slog.New(met.LogHandler(o.Log.Handler(), cfg.Sync.Token, cfg.HTTP.Token))
 	s := &supervisor{
 		dir:        dir,
 		o:          o,
@@ -105,7 +114,14 @@ func RunService(ctx context.Context, cfg config.Config, o Options) error {
 		started:    time.Now().UTC(),
 		configRole: cfg.Node.Role,
 		last:       Status{Role: string(cfg.Node.Role), Name: cfg.Node.Name, State: StateStarting},
+		met:        met,
 	}
+	stopHTTP, err := s.serveHTTP(ctx, cfg)
+	if err != nil {
+		s.persist(s.final(err))
+		return err
+	}
+	defer stopHTTP()
 	for {
 		eff, ns, err := Effective(cfg)
 		if err != nil {
@@ -114,13 +130,15 @@ func RunService(ctx context.Context, cfg config.Config, o Options) error {
 		}
 		o.Log.Info("sync service starting", "role", eff.Node.Role, "generation", ns.Generation, "name", eff.Node.Name,
 			"pid", s.pid, "spool_dir", dir)
-		node, err := o.NewNode(eff, o.Log, NodeOptions{Wait: o.Wait, ConfigPath: o.ConfigPath})
+		node, err := o.NewNode(eff, o.Log, NodeOptions{Wait: o.Wait, ConfigPath: o.ConfigPath, Metrics: met})
 		if err != nil {
 			err = fmt.Errorf("set up the %s: %w", eff.Node.Role, err)
 			s.persist(s.final(err))
 			return err
 		}
+		s.mu.Lock()
 		s.node = node
+		s.mu.Unlock()
 		err = s.serve(ctx)
 		if !errors.Is(err, ErrRoleChanged) || ctx.Err() != nil {
 			return err
@@ -143,6 +161,8 @@ type supervisor struct {
 
 	mu   sync.Mutex
 	last Status // last status persisted; role and name fill a node's gaps
+
+	met *metrics.Metrics
 }
 
 func (s *supervisor) serve(ctx context.Context) error {
@@ -226,9 +246,68 @@ func (s *supervisor) handle(ctx context.Context, name string, args []string) (an
 	return nil, fmt.Errorf("unknown command %q; this service answers: status", name)
 }
 
+// current is the status while a node runs, and the last one saved
+// before and between nodes (the HTTP endpoint asks at any time).
+func (s *supervisor) current() Status {
+	s.mu.Lock()
+	n := s.node
+	s.mu.Unlock()
+	if n == nil {
+		st := s.lastStatus()
+		st.Running, st.PID = true, s.pid
+		return st
+	}
+	return s.statusOf(n)
+}
+
+// serveHTTP starts the http.listen endpoint, if configured, and the lag
+// history it charts; the returned func stops both.
+func (s *supervisor) serveHTTP(ctx context.Context, cfg config.Config) (func(), error) {
+	if cfg.HTTP.Listen == "" {
+		return func() {}, nil
+	}
+	var tlsConf *tls.Config
+	if cfg.TLS.Cert != "" {
+		var err error
+		if tlsConf, err = ship.ServerTLSConfig(cfg.TLS.Cert, cfg.TLS.Key, ""); err != nil {
+			return nil, fmt.Errorf("http.listen: %w", err)
+		}
+	}
+	s.met.Registry().MustRegister(&statusCollector{status: s.current, version: s.o.Version})
+	hist := web.NewHistory(time.Hour, historyEvery)
+	srv, err := web.Start(web.Options{
+		Listen: cfg.HTTP.Listen, Token: cfg.HTTP.Token, TLS: tlsConf,
+		Status:   func() any { return s.current() },
+		Registry: s.met.Registry(), Events: s.met.Events(), History: hist, Log: s.o.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hist.Run(hctx, func() float64 { return s.current().LagSeconds })
+	}()
+	s.o.Log.Info("serving metrics and the status page", "http_listen", srv.Addr().String(), "tls", tlsConf != nil)
+	return func() {
+		cancel()
+		<-done
+		if err := srv.Close(); err != nil {
+			s.o.Log.Warn("close the HTTP endpoint", "err", err)
+		}
+	}, nil
+}
+
+// historyEvery is how often the lag history samples: an hour is 1,800
+// samples.
+const historyEvery = 2 * time.Second
+
 // status is the node's status with what the service itself knows.
-func (s *supervisor) status() Status {
-	st := s.fill(s.node.Status())
+func (s *supervisor) status() Status { return s.statusOf(s.node) }
+
+func (s *supervisor) statusOf(n Node) Status {
+	st := s.fill(n.Status())
 	if st.State == "" {
 		st.State = StateStarting
 	}

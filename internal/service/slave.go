@@ -203,6 +203,7 @@ func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Tim
 			}
 			s.setState(StateConnecting, err.Error())
 		}
+		s.opts.Metrics.Reconnected()
 		bo.wait(ctx, s.log, "connection to the master lost; reconnecting", err)
 	}
 }
@@ -409,6 +410,7 @@ func (s *Slave) Status() Status {
 	if s.sp != nil {
 		st.ReceivedPosition = s.sp.DurablePosition()
 		st.BacklogBytes = s.sp.BytesAfter(applied)
+		st.SpoolBytes, st.SpoolSegments = s.sp.Size()
 	}
 	return st
 }

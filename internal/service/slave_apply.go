@@ -23,6 +23,7 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 		BatchMaxDelay: s.cfg.Apply.BatchMaxDelay,
 		Logger:        s.log,
 		OnApplied:     s.onApplied,
+		Metrics:       s.opts.Metrics,
 	}, apply.SpoolLog(s.sp))
 	s.mu.Lock()
 	s.applier = a

@@ -61,6 +61,10 @@ type Status struct {
 	// master, the largest backlog of the slaves that still count.
 	BacklogBytes int64         `json:"backlog_bytes"`
 	Slaves       []SlaveStatus `json:"slaves"`
+	// SpoolBytes and SpoolSegments are the size of the node's spool:
+	// bytes in its segment files and their number.
+	SpoolBytes    int64 `json:"spool_bytes"`
+	SpoolSegments int   `json:"spool_segments"`
 	// CaptureMode is the master's capture.mode; in logical mode Slot is
 	// its replication slot and SlotRetainedWALBytes the WAL the slot keeps
 	// on the master (an orphaned or stuck slot makes it grow).
