@@ -423,6 +423,24 @@ func (s *session) txn(ctx context.Context, p *pipeline, net *netChanges, src cha
 		}
 		size += c.Size()
 		s.changes++
+		if c.Op == change.DDL {
+			// Everything before it runs first, then the schema change
+			// alone, before any later change is looked up.
+			flushTruncs()
+			net.flush(p.queue)
+			if p.batch.Len() > 0 {
+				if err := s.ship(ctx, p, nil); err != nil {
+					return 0, err
+				}
+			}
+			if err := s.wait(ctx); err != nil {
+				return 0, err
+			}
+			if err := s.runDDL(ctx, s.conn, c); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if c.Op == change.Sequence {
 			st, err := s.setval(ctx, c)
 			if err != nil {

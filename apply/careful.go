@@ -74,6 +74,18 @@ func (s *session) carefulTxn(ctx context.Context, tx pgx.Tx, src change.TxnSourc
 			return fmt.Errorf("read the spool: %w", err)
 		}
 		s.changes++
+		if c.Op == change.DDL {
+			if len(truncs) > 0 {
+				if _, err := tx.Exec(ctx, truncate(truncs).sql); err != nil {
+					return err
+				}
+				truncs = nil
+			}
+			if err := s.runDDL(ctx, tx, c); err != nil {
+				return err
+			}
+			continue
+		}
 		stmts, err := s.statements(ctx, c, &truncs)
 		if err != nil {
 			return err

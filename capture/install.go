@@ -46,6 +46,9 @@ type InstallOptions struct {
 	// Mode is the capture mode on a master: trigger (the default) or
 	// logical.
 	Mode config.CaptureMode
+	// DDL replicates schema changes of the replicated schemas
+	// (ddl.replicate): event triggers record them.
+	DDL bool
 }
 
 // InstallReport says what install found and did.
@@ -74,6 +77,9 @@ type InstallReport struct {
 	// SlotCreated is true when this run created the slot.
 	Publication, Slot string
 	SlotCreated       bool
+
+	// DDL says whether schema changes are replicated, and if not why.
+	DDL string
 }
 
 // ModeConflictError refuses to install one capture mode over the other.
@@ -119,7 +125,10 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 		if opts.Role != config.RoleMaster {
 			return nil
 		}
-		return installTriggers(ctx, tx, opts, &rep)
+		if err := installTriggers(ctx, tx, opts, &rep); err != nil {
+			return err
+		}
+		return installDDL(ctx, tx, opts, &rep)
 	})
 	return rep, err
 }
@@ -292,6 +301,9 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 		if err := resetReplicaIdentity(ctx, tx, full); err != nil {
 			return err
 		}
+		if err := dropEventTriggers(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS schedsync CASCADE`); err != nil {
 			return fmt.Errorf("drop schema schedsync: %w", err)
 		}
@@ -389,6 +401,10 @@ func ddlTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
 			// Concurrent installs and uninstalls take turns.
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", installLockKey); err != nil {
 				return fmt.Errorf("take install lock: %w", err)
+			}
+			// schedsync's own DDL is not the scheduler's schema change.
+			if _, err := tx.Exec(ctx, "SET LOCAL "+InDDLSetting+" = on"); err != nil {
+				return err
 			}
 			return fn(tx)
 		})

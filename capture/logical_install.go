@@ -126,6 +126,9 @@ func installLogical(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (I
 		if err := installPublication(ctx, tx, opts, &rep); err != nil {
 			return err
 		}
+		if err := installDDL(ctx, tx, opts, &rep); err != nil {
+			return err
+		}
 		return setMetaIfChanged(ctx, tx, "slot", rep.Slot)
 	})
 	if err != nil {

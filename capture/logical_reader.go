@@ -104,6 +104,12 @@ type LogicalReader struct {
 
 	// epoch is the capture history, read from capture_state at connect.
 	epoch atomic.Uint64
+
+	// Schema changes (ddl_counter): the highest number decoded, and the
+	// highest the spool holds durably (recorded in capture_state.ddl_seen
+	// before the slot may forget it). hasDDL: the repository has them.
+	ddlDecoded, ddlDurable int64
+	hasDDL                 bool
 }
 
 // received is one message of the replication stream, or its end.
@@ -182,7 +188,7 @@ func (r *LogicalReader) Connect(ctx context.Context) error {
 	}
 	err = pglogrepl.StartReplication(ctx, r.repl, r.slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + PublicationName + "'"},
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + PublicationName + "'", "messages 'true'"},
 	})
 	if err != nil {
 		return fmt.Errorf("start replication from slot %s: %w", r.slot, err)
@@ -238,6 +244,15 @@ func (r *LogicalReader) recover(ctx context.Context) error {
 	}
 	epoch := st.epoch
 	r.epoch.Store(epoch)
+	if err := r.conn.QueryRow(ctx, `SELECT to_regclass('schedsync.ddl_counter') IS NOT NULL`).Scan(&r.hasDDL); err != nil {
+		return fmt.Errorf("look for schedsync.ddl_counter: %w", err)
+	}
+	if r.hasDDL {
+		if err := r.conn.QueryRow(ctx, `SELECT ddl_seen FROM schedsync.capture_state WHERE id = 1`).Scan(&r.ddlDurable); err != nil {
+			return fmt.Errorf("read schedsync.capture_state: %w", err)
+		}
+		r.ddlDecoded = r.ddlDurable
+	}
 	r.lastLSN = 0
 	last, err := r.sink.HeadersAfter(ctx, st.position, func(_ uint64, h change.TxnHeader) {
 		// LSNs of another history are another slot's.
@@ -565,6 +580,15 @@ func (r *LogicalReader) flush(ctx context.Context) error {
 		r.recent = append(r.recent, r.pending...)
 		r.pending = r.pending[:0]
 	}
+	if r.ddlDecoded > r.ddlDurable {
+		// Before the slot may forget the schema change: a restart must
+		// know it was decoded (sampleSequences waits for the changes
+		// not decoded yet).
+		if _, err := r.conn.Exec(ctx, `UPDATE schedsync.capture_state SET ddl_seen = greatest(ddl_seen, $1) WHERE id = 1`, r.ddlDecoded); err != nil {
+			return fmt.Errorf("record the schema changes spooled: %w", err)
+		}
+		r.ddlDurable = r.ddlDecoded
+	}
 	if r.upTo > r.confirmed {
 		// Only now, with everything before upTo durable in the spool, may
 		// the slot forget it.
@@ -582,7 +606,19 @@ func (r *LogicalReader) sampleSequences(ctx context.Context, delivered bool) err
 		return nil
 	}
 	r.sampled = time.Now()
-	changes, err := r.seqs.sample(ctx, r.conn)
+	var changes []change.Change
+	var err error
+	if r.hasDDL {
+		// The catalog may hold a sequence whose CREATE is committed and
+		// not decoded yet: its value would reach the slave before it.
+		var committed int64
+		changes, committed, err = r.seqs.sampleAfterDDL(ctx, r.conn)
+		if err == nil && committed > r.ddlDecoded {
+			return nil // sampled again once the schema change is in
+		}
+	} else {
+		changes, err = r.seqs.sample(ctx, r.conn)
+	}
 	if err != nil || len(changes) == 0 {
 		return err
 	}
@@ -686,6 +722,10 @@ func (s *logicalSource) skip() error {
 	}
 }
 
+// ddlMessagePrefix is the prefix of the logical decoding messages that
+// carry schema changes.
+const ddlMessagePrefix = "schedsync.ddl"
+
 // change decodes a message inside the transaction; nil for messages that
 // carry no row change.
 func (s *logicalSource) change(msg pglogrepl.Message) (*change.Change, error) {
@@ -704,7 +744,19 @@ func (s *logicalSource) change(msg pglogrepl.Message) (*change.Change, error) {
 	case *pglogrepl.RelationMessage:
 		s.r.rels[m.RelationID] = newLogicalRelation(m)
 		return nil, nil
-	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
+	case *pglogrepl.LogicalDecodingMessage:
+		// A schema change, recorded by the event trigger at its place
+		// among the transaction's rows (sql/ddl.sql).
+		if m.Prefix != ddlMessagePrefix || !m.Transactional {
+			return nil, nil
+		}
+		c, seq, err := ddlChangeSeq(m.Content)
+		if err != nil {
+			return nil, fmt.Errorf("transaction %d: %w", s.hdr.XID, err)
+		}
+		s.r.ddlDecoded = max(s.r.ddlDecoded, seq)
+		return &c, nil
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:
 		return nil, nil
 	case *pglogrepl.CommitMessage:
 		s.end, s.done = m.TransactionEndLSN, true

@@ -55,6 +55,34 @@ func (s *sequenceSampler) sample(ctx context.Context, q querier) ([]change.Chang
 	return out, nil
 }
 
+// sampleAfterDDL is sample, with the number of the last schema change
+// committed (schedsync.ddl_counter) read in the same snapshot.
+func (s *sequenceSampler) sampleAfterDDL(ctx context.Context, q querier) ([]change.Change, int64, error) {
+	rows, err := q.Query(ctx, `SELECT (SELECT n FROM schedsync.ddl_counter WHERE id = 1), schemaname, sequencename, last_value::text
+		FROM (SELECT 1) one LEFT JOIN pg_sequences ON schemaname = ANY ($1) AND schemaname <> 'schedsync' AND last_value IS NOT NULL
+		ORDER BY 2, 3`, s.schemas)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read sequences: %w", err)
+	}
+	var out []change.Change
+	var committed int64
+	for rows.Next() {
+		var schema, name, value *string
+		if err := rows.Scan(&committed, &schema, &name, &value); err != nil {
+			return nil, 0, fmt.Errorf("read sequences: %w", err)
+		}
+		if schema == nil || s.last[*schema+"."+*name] == *value {
+			continue
+		}
+		out = append(out, change.Change{Op: change.Sequence, Schema: *schema, Table: *name,
+			Columns: []string{"last_value"}, New: []change.Value{change.Text(*value)}})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read sequences: %w", err)
+	}
+	return out, committed, nil
+}
+
 // shipped records that the sampled values are durable.
 func (s *sequenceSampler) shipped(changes []change.Change) {
 	for _, c := range changes {

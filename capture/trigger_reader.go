@@ -42,8 +42,10 @@ type TriggerReader struct {
 	conn   *pgx.Conn    // reads and deletes audit rows
 	listen *pgx.Conn    // LISTEN schedsync_capture
 	polls  atomic.Int64 // Poll calls, for tests
-	rels   map[uint32]*relation
-	seqs   *sequenceSampler
+	// shapes are the tables' shapes by audit id (shape.go).
+	shapes     map[uint32][]shapeVersion
+	haveShapes bool // schedsync.relshape exists
+	seqs       *sequenceSampler
 	// sampled is when sequences were last sampled.
 	sampled time.Time
 
@@ -82,7 +84,7 @@ func NewTriggerReader(opts TriggerOptions, sink Sink) *TriggerReader {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	r := &TriggerReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture"), rels: map[uint32]*relation{}}
+	r := &TriggerReader{opts: opts, sink: sink, log: opts.Logger.With("stage", "capture"), shapes: map[uint32][]shapeVersion{}}
 	if len(opts.SequenceSchemas) > 0 {
 		r.seqs = newSequenceSampler(opts.SequenceSchemas)
 	}
@@ -143,7 +145,10 @@ func (r *TriggerReader) Connect(ctx context.Context) error {
 	if r.conn, err = pgx.ConnectConfig(ctx, r.opts.ConnConfig); err != nil {
 		return fmt.Errorf("connect to master repository: %w", err)
 	}
-	r.rels = map[uint32]*relation{}
+	r.shapes = map[uint32][]shapeVersion{}
+	if err := r.conn.QueryRow(ctx, `SELECT to_regclass('schedsync.relshape') IS NOT NULL`).Scan(&r.haveShapes); err != nil {
+		return fmt.Errorf("look for schedsync.relshape: %w", err)
+	}
 	return r.recover(ctx)
 }
 
@@ -275,6 +280,7 @@ type txnInfo struct {
 	changes int64
 	last    time.Time
 	relids  []uint32
+	ddl     bool // it changed the schema: the shapes known may be out of date
 }
 
 // Poll delivers one batch of committed transactions to the sink, makes it
@@ -384,7 +390,7 @@ func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx, drain bool) ([
 		limit = math.MaxInt64
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT txid::text, count(*), max(at), array_agg(DISTINCT relid)
+		SELECT txid::text, count(*), max(at), coalesce(array_agg(DISTINCT relid) FILTER (WHERE op <> 'L'), '{}'), bool_or(op = 'L')
 		FROM schedsync.audit GROUP BY txid ORDER BY max(id) LIMIT $1`, limit)
 	if err != nil {
 		return nil, false, fmt.Errorf("list committed transactions in schedsync.audit: %w", err)
@@ -394,7 +400,7 @@ func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx, drain bool) ([
 	complete := true
 	for rows.Next() {
 		var t txnInfo
-		if err := rows.Scan(&t.xid, &t.changes, &t.last, &t.relids); err != nil {
+		if err := rows.Scan(&t.xid, &t.changes, &t.last, &t.relids, &t.ddl); err != nil {
 			rows.Close()
 			return nil, false, fmt.Errorf("read schedsync.audit: %w", err)
 		}
@@ -412,26 +418,7 @@ func (r *TriggerReader) listBatch(ctx context.Context, tx pgx.Tx, drain bool) ([
 	if int64(len(batch)) >= limit {
 		complete = false
 	}
-	for _, t := range batch {
-		for _, id := range t.relids {
-			if err := r.ensureRelation(ctx, tx, id); err != nil {
-				return nil, false, err
-			}
-		}
-	}
 	return batch, complete, nil
-}
-
-func (r *TriggerReader) ensureRelation(ctx context.Context, tx pgx.Tx, relid uint32) error {
-	if _, ok := r.rels[relid]; ok {
-		return nil
-	}
-	rel, err := loadRelation(ctx, tx, relid)
-	if err != nil {
-		return err
-	}
-	r.rels[relid] = rel
-	return nil
 }
 
 // deliver streams one transaction's audit rows into the sink.
@@ -440,7 +427,15 @@ func (r *TriggerReader) deliver(ctx context.Context, tx pgx.Tx, t txnInfo) (uint
 	if err != nil {
 		return 0, fmt.Errorf("parse audit txid %q: %w", t.xid, err)
 	}
-	rows, err := tx.Query(ctx, `SELECT relid, op, old_row, new_row FROM schedsync.audit
+	// The shapes of the transaction's tables as of its rows are read
+	// before its rows: one connection cannot interleave two queries.
+	if t.ddl {
+		clear(r.shapes)
+	}
+	if err := r.loadShapes(ctx, tx, t.relids); err != nil {
+		return 0, err
+	}
+	rows, err := tx.Query(ctx, `SELECT id, relid, op, old_row, new_row FROM schedsync.audit
 		WHERE txid = $1::text::xid8 ORDER BY id`, t.xid)
 	if err != nil {
 		return 0, fmt.Errorf("read audit rows of transaction %s: %w", t.xid, err)
@@ -507,17 +502,26 @@ func (s *auditSource) Next() (*change.Change, error) {
 		return nil, io.EOF
 	}
 	var (
+		id           int64
 		relid        uint32
 		op           byte
 		oldRow, newR *string
 	)
-	if err := s.rows.Scan(&relid, &op, &oldRow, &newR); err != nil {
+	if err := s.rows.Scan(&id, &relid, &op, &oldRow, &newR); err != nil {
 		return nil, fmt.Errorf("read audit row: %w", err)
 	}
 	s.n++
-	rel := s.r.rels[relid]
-	if rel == nil {
-		return nil, fmt.Errorf("audit row for unknown table oid %d", relid)
+	if change.Op(op) == change.DDL {
+		c, err := ddlAuditChange(newR)
+		if err != nil {
+			return nil, fmt.Errorf("audit row %d: %w", id, err)
+		}
+		s.cur = c
+		return &s.cur, nil
+	}
+	rel, err := s.r.shapeAt(relid, id)
+	if err != nil {
+		return nil, err
 	}
 	c, err := auditChange(rel, change.Op(op), oldRow, newR)
 	if err != nil {

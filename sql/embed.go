@@ -34,3 +34,10 @@ var Capture = strings.ReplaceAll(captureTemplate, "{{TEXT_SETTINGS}}", change.Fu
 
 //go:embed capture_trigger.sql
 var captureTemplate string
+
+// DDL creates what schema change capture needs on a master, in either
+// capture mode: its configuration, the shapes of the captured tables and
+// the event trigger functions (install creates the event triggers).
+//
+//go:embed ddl.sql
+var DDL string

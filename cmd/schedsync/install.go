@@ -42,6 +42,7 @@ func (a *app) runInstall(cmd *cobra.Command, cfg *config.Config, _ []string) err
 		AllowNoPK: cfg.Capture.AllowNoPK,
 		Role:      cfg.Node.Role,
 		Mode:      cfg.Capture.Mode,
+		DDL:       cfg.DDL.Replicate,
 	})
 	if err != nil {
 		return err // capture's errors say what to do (e.g. capture.allow_no_pk)
@@ -71,6 +72,7 @@ func printInstallReport(w io.Writer, cfg *config.Config, r capture.InstallReport
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "schema changes: %s\n", r.DDL)
 	fmt.Fprintf(w, "captured tables (%d) in schemas %s:\n", len(r.Tables), strings.Join(cfg.Repository.Schemas, ", "))
 	for _, t := range r.Tables {
 		var notes []string

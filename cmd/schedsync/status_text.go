@@ -42,6 +42,9 @@ func formatStatus(w io.Writer, st service.Status, now time.Time) {
 	if st.AutoFailoverHeld != "" {
 		row("auto failover held", st.AutoFailoverHeld)
 	}
+	for _, w := range st.Warnings {
+		row("warning", w)
+	}
 	if st.Role == string(config.RoleSlave) {
 		if st.Master != "" {
 			row("master", st.Master)

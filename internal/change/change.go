@@ -30,6 +30,9 @@ const (
 	// Sequence carries a sequence's last value: Schema.Table names the
 	// sequence and New holds one value. Applied with setval, never backwards.
 	Sequence Op = 'S'
+	// DDL is a schema change, at its place among the row changes: see
+	// DDLChange for its fields.
+	DDL Op = 'L'
 )
 
 func (o Op) String() string {
@@ -44,6 +47,8 @@ func (o Op) String() string {
 		return "TRUNCATE"
 	case Sequence:
 		return "SEQUENCE"
+	case DDL:
+		return "DDL"
 	}
 	return fmt.Sprintf("Op(%d)", byte(o))
 }
@@ -51,7 +56,7 @@ func (o Op) String() string {
 // Valid reports whether o is one of the known ops.
 func (o Op) Valid() bool {
 	switch o {
-	case Insert, Update, Delete, Truncate, Sequence:
+	case Insert, Update, Delete, Truncate, Sequence, DDL:
 		return true
 	}
 	return false
@@ -146,6 +151,10 @@ func (c *Change) Validate() error {
 	case Sequence:
 		if len(c.New) != 1 || c.New[0].Null {
 			return fmt.Errorf("SEQUENCE %s needs exactly one non-null value", c.Table)
+		}
+	case DDL:
+		if _, err := c.DDL(); err != nil {
+			return err
 		}
 	}
 	return c.validateUnchanged()

@@ -50,6 +50,16 @@ type Config struct {
 	Resync     ResyncConfig
 	Failover   FailoverConfig
 	Apply      ApplyConfig
+	DDL        DDLConfig
+}
+
+// DDLConfig governs schema change replication.
+type DDLConfig struct {
+	// Replicate (ddl.replicate): the master's event triggers record the
+	// schema changes of the replicated schemas, and the slave runs them
+	// at their place in the stream; false leaves the slave's schema to the
+	// operator.
+	Replicate bool
 }
 
 // NodeConfig says who this node is.
@@ -200,6 +210,7 @@ func DefaultConfig() Config {
 			BatchMaxBytes: 8 * MiB,
 			BatchMaxDelay: 10 * time.Millisecond,
 		},
+		DDL: DDLConfig{Replicate: true},
 	}
 }
 

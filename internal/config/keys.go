@@ -70,6 +70,7 @@ var keys = []Key{
 	{"failover.max_lag", KindSize, func(c *Config) any { return &c.Failover.MaxLag }},
 	{"apply.batch_max_bytes", KindSize, func(c *Config) any { return &c.Apply.BatchMaxBytes }},
 	{"apply.batch_max_delay", KindDuration, func(c *Config) any { return &c.Apply.BatchMaxDelay }},
+	{"ddl.replicate", KindBool, func(c *Config) any { return &c.DDL.Replicate }},
 }
 
 // Keys returns every configuration key, in the order of the example files.

@@ -234,6 +234,7 @@ type status struct {
 	CaptureMode      string        `json:"capture_mode"`
 	Slot             string        `json:"slot"`
 	SlotRetainedWAL  *int64        `json:"slot_retained_wal_bytes"`
+	Warnings         []string      `json:"warnings"`
 }
 
 type slaveStatus struct {

@@ -54,20 +54,23 @@ type Master struct {
 	// repository is down.
 	epoch atomic.Uint64
 
-	mu        sync.Mutex
-	state     string
-	lastErr   string
-	identity  ship.Identity
-	fork      capture.Fork   // where capture's history forked from the old master's
-	reader    capture.Reader // while capture is connected; verify and backup use it
-	slot      slotReporter   // logical mode: the slot's figures for status
-	slotName  string         // slot.Slot() as read after Connect returned
-	changed   chan struct{}  // closed and replaced when state changes
-	capCancel func()         // stops the current run of captureLoop
-	capDone   chan struct{}  // closed when it has stopped
-	capPaused bool
-	startedAt time.Time
-	addr      string
+	mu      sync.Mutex
+	state   string
+	lastErr string
+	// ddlWarnings are the last tables a schema change made that capture
+	// could not take (ddl_warnings.go).
+	ddlWarnings []string
+	identity    ship.Identity
+	fork        capture.Fork   // where capture's history forked from the old master's
+	reader      capture.Reader // while capture is connected; verify and backup use it
+	slot        slotReporter   // logical mode: the slot's figures for status
+	slotName    string         // slot.Slot() as read after Connect returned
+	changed     chan struct{}  // closed and replaced when state changes
+	capCancel   func()         // stops the current run of captureLoop
+	capDone     chan struct{}  // closed when it has stopped
+	capPaused   bool
+	startedAt   time.Time
+	addr        string
 }
 
 // NewMaster checks the configuration of a master; Run starts it.
@@ -124,6 +127,7 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return m.runCapture(gctx) })
 	g.Go(func() error { return m.retentionLoop(gctx) })
+	g.Go(func() error { return m.ddlWarningsLoop(gctx) })
 	g.Go(func() error { return m.selfFenceLoop(gctx) })
 	g.Go(func() error { return m.watchPeers(gctx) })
 	var sessions sync.WaitGroup
@@ -441,6 +445,7 @@ func (m *Master) Status() Status {
 		st.State, st.Error = StateFenced, "self-fenced: this master reaches neither a slave nor failover.witness; the scheduler was stopped and the repository is read only until it does"
 	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
+	st.Warnings = append([]string(nil), m.ddlWarnings...)
 	st.Generation = m.gen.Load()
 	st.CaptureEpoch = epochText(m.epoch.Load())
 	if m.slot != nil {

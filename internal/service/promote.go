@@ -113,7 +113,7 @@ func (p *promoter) run(ctx context.Context) (PromoteResult, error) {
 	}
 	newEpoch, err := capture.Promote(ctx, conn, capture.InstallOptions{
 		Schemas: p.cfg.Repository.Schemas, Tables: p.cfg.Repository.Tables, AllowNoPK: p.cfg.Capture.AllowNoPK,
-		Role: config.RoleMaster, Mode: p.cfg.Capture.Mode,
+		Role: config.RoleMaster, Mode: p.cfg.Capture.Mode, DDL: p.cfg.DDL.Replicate,
 	}, capture.Fork{Parent: uint64(epoch), Position: applied})
 	if err != nil {
 		return res, fmt.Errorf("install capture: %w", err)

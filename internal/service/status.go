@@ -78,6 +78,9 @@ type Status struct {
 	// AutoFailoverHeld (slave, failover.auto) says why the slave does not
 	// promote itself although its master is unreachable.
 	AutoFailoverHeld string `json:"auto_failover_held,omitempty"`
+	// Warnings (master) are the last tables that schema changes created
+	// and capture could not take (no primary key, unlogged).
+	Warnings []string `json:"warnings,omitempty"`
 	// Master is the master's sync address (slave only).
 	Master    string    `json:"master,omitempty"`
 	Error     string    `json:"error,omitempty"`
