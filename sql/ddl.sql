@@ -108,6 +108,19 @@ AS $$
     FROM pg_class c WHERE c.oid = rel
 $$;
 
+-- The table an object without a schema of its own belongs to (a trigger,
+-- a rule, a policy): its schema and the table filter are the table's.
+CREATE OR REPLACE FUNCTION schedsync.table_of_object(classid oid, objid oid) RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE classid
+        WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = objid)
+        WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = objid)
+        WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = objid)
+    END
+$$;
+
 -- A table created in, or changed to fit, the replicated schemas joins
 -- capture, as install would have done: capture triggers (and the rows it
 -- holds already, as inserts), or the publication. A table without a
@@ -221,6 +234,7 @@ DECLARE
     hit boolean;
     obj_schema text;
     obj_name text;
+    sch text;
     owner name;
     tbl oid;
     tables oid[] := '{}';
@@ -256,18 +270,21 @@ BEGIN
         PERFORM set_config('schedsync.ddl_dropped', '', true);
     END IF;
     FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
-        CONTINUE WHEN cmd.in_extension OR cmd.schema_name IS NULL OR cmd.schema_name = 'schedsync'
-            OR NOT (cmd.schema_name = ANY (cfg.schemas));
+        CONTINUE WHEN cmd.in_extension;
         tbl := NULL;
+        sch := cmd.schema_name;
         IF cmd.classid = 'pg_class'::regclass THEN
             tbl := schedsync.table_of(cmd.objid);
-            CONTINUE WHEN tbl IS NOT NULL AND NOT schedsync.table_matches(cfg,
-                (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
-                (SELECT relname FROM pg_class WHERE oid = tbl));
+        ELSIF sch IS NULL THEN
+            -- A trigger, rule or policy: the table's.
+            tbl := schedsync.table_of_object(cmd.classid, cmd.objid);
+            sch := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl);
         END IF;
+        CONTINUE WHEN sch IS NULL OR sch = 'schedsync' OR NOT (sch = ANY (cfg.schemas));
+        CONTINUE WHEN tbl IS NOT NULL AND NOT schedsync.table_matches(cfg, sch, (SELECT relname FROM pg_class WHERE oid = tbl));
         hit := true;
         IF obj_name IS NULL THEN
-            obj_schema := cmd.schema_name;
+            obj_schema := sch;
             obj_name := cmd.object_identity;
             owner := schedsync.owner_of(cmd.classid, cmd.objid);
         END IF;
