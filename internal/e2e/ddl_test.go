@@ -113,6 +113,12 @@ ALTER TABLE river_leader ALTER COLUMN name SET DEFAULT 'default', ADD CONSTRAINT
 		// column.
 		`CREATE INDEX idx_qrtz_ft_sched_time ON qrtz_fired_triggers (sched_name, sched_time)`,
 		`ALTER TABLE qrtz_job_details ALTER COLUMN description TYPE varchar(500)`,
+		// Tables renamed and dropped, with rows around the change.
+		`ALTER TABLE river_leader RENAME TO river_leadership;
+UPDATE river_leadership SET expires_at = expires_at + interval '1 minute'`,
+		`CREATE TABLE scratch_jobs (id int PRIMARY KEY, v text);
+INSERT INTO scratch_jobs SELECT g, 'v' || g FROM generate_series(1, 50) g`,
+		`DELETE FROM scratch_jobs WHERE id < 10; DROP TABLE scratch_jobs`,
 		// A trigger that stays: the master's rows carry what it did, and
 		// on the slave (replica role) it does not fire again.
 		`CREATE FUNCTION river_touch() RETURNS trigger LANGUAGE plpgsql AS $$
