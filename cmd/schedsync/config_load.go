@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -225,7 +226,7 @@ func (l *loader) readSecret(prefix string, token *string, file, fill string) err
 		return l.keyError(key, &config.KeyError{Key: key, Value: file,
 			Reason: "is set together with " + prefix + ".token", Allowed: "set only one of them"})
 	}
-	data, err := os.ReadFile(file)
+	data, err := readSmallFile(file, maxSecretFile)
 	if err != nil {
 		return l.keyError(key, &config.KeyError{Key: key, Value: file,
 			Reason:  "cannot read " + file + ": " + pathErrText(err),
@@ -238,6 +239,30 @@ func (l *loader) readSecret(prefix string, token *string, file, fill string) err
 	}
 	*token = t
 	return nil
+}
+
+// maxSecretFile bounds a token file: a token is short, and a path such
+// as /dev/zero must not make the loader read forever.
+const maxSecretFile = 64 << 10
+
+// readSmallFile reads a regular file of at most max bytes.
+func readSmallFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: not a regular file", os.ErrInvalid)
+	}
+	if st.Size() > max {
+		return nil, fmt.Errorf("%w: %d bytes, more than a token file holds (%d at most)", os.ErrInvalid, st.Size(), max)
+	}
+	return io.ReadAll(io.LimitReader(f, max+1))
 }
 
 // checkFiles makes sure the TLS files can be read now, rather than when

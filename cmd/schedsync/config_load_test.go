@@ -348,3 +348,14 @@ func TestSuggestKeys(t *testing.T) {
 		t.Errorf("suggestKeys(jobstore.password) = %v, want none", got)
 	}
 }
+
+// TestTokenFileMustBeARegularFile: a token file that is a device or huge
+// is refused at once, never read without end.
+func TestTokenFileMustBeARegularFile(t *testing.T) {
+	cleanEnv(t)
+	props := strings.ReplaceAll(masterProps(t), "sync.token=test-token-123\n", "sync.token_file=/dev/zero\n")
+	_, err := load(t, writeFile(t, "sync.properties", props))
+	if err == nil || !strings.Contains(err.Error(), "sync.token_file") || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("token file /dev/zero: %v, want an error naming sync.token_file and saying it is not a regular file", err)
+	}
+}

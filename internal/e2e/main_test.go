@@ -15,6 +15,7 @@ import (
 
 	"github.com/schedsync/schedsync/internal/service"
 	"github.com/schedsync/schedsync/internal/testkit/pgtest"
+	"github.com/schedsync/schedsync/internal/testkit/reaper"
 )
 
 // buildTimeout bounds `go build` of the binary, on a cold cache too.
@@ -34,6 +35,9 @@ var binary struct {
 // sessions of their own and would outlive the test binary.
 var services sync.Map // spool dir → struct{}
 
+// reap kills the services if this binary dies without killing them.
+var reap *reaper.Reaper
+
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
@@ -49,7 +53,16 @@ func runTests(m *testing.M) int {
 		signal.Reset(sig)
 		_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
 	}()
+	// go test's own timeout ends the binary from a timer, with no signal
+	// and no deferred call: the reaper kills the services then.
+	r, err := reaper.Start("schedsync")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	reap = r
 	code := m.Run()
+	reap.Done()
 	signal.Stop(sigs)
 	if binary.dir != "" {
 		_ = os.RemoveAll(binary.dir)

@@ -80,6 +80,7 @@ func newNode(t *testing.T, bin string, c nodeConfig) *node {
 		t.Fatal(err)
 	}
 	services.Store(n.spool, struct{}{})
+	reap.Watch(filepath.Join(n.spool, "schedsync.pid"))
 	t.Cleanup(func() {
 		n.killIfRunning(t)
 		services.Delete(n.spool)
