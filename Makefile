@@ -21,7 +21,7 @@ PG_LIBDIR ?= /usr/lib/postgresql
 HAVE_PG = { { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null 2>&1 || \
 	ls $(PG_LIBDIR)/*/bin/initdb >/dev/null 2>&1; }
 
-.PHONY: all build test deps browser vet fmt demo clean bench gobench package
+.PHONY: all build test deps browser soak vet fmt demo clean bench gobench package
 
 all: build
 
@@ -63,6 +63,17 @@ test: deps browser
 BENCHFLAGS ?=
 bench: deps
 	$(GO) run ./bench/compare $(BENCHFLAGS)
+
+# The fault-injection soak (internal/e2e TestSoak): kill -9 of either
+# service and of verify, database crashes, cut connections and bad clients
+# against a live pair, SOAK long per capture mode, then an exact row-by-row
+# comparison. make test runs a one-minute soak per mode.
+# make soak SOAK=30m SOAKFLAGS='SCHEDSYNC_SOAK_MODES=logical SCHEDSYNC_SOAK_SEED=…'
+SOAK ?= 10m
+SOAKFLAGS ?=
+soak: deps
+	CI=$${CI:-true} SCHEDSYNC_SOAK=$(SOAK) $(SOAKFLAGS) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./internal/e2e | \
+		grep -E '^(=== RUN|--- |    ---|ok|FAIL|PASS)|soak_test.go:(7|11|12)[0-9]|rows_test'
 
 gobench: deps
 	CI=$${CI:-true} $(GO) test -run '^$$' -bench . ./...

@@ -74,7 +74,7 @@ func (l *load) stop() {
 // transactions, and rolls some back after they consumed sequence values.
 type sideWriter struct {
 	inserts, updates, deletes, rollbacks, errors atomic.Int64
-	lastErr                                      atomic.Value // error
+	lastErr                                      atomic.Pointer[error]
 }
 
 func (w *sideWriter) String() string {
@@ -127,7 +127,7 @@ func (w *sideWriter) step(ctx context.Context, pool *pgxpool.Pool, i int) {
 		w.rollbacks.Add(1)
 	case err != nil && ctx.Err() == nil:
 		w.errors.Add(1)
-		w.lastErr.Store(err)
+		w.lastErr.Store(&err) // errors of different types: atomic.Value would panic
 	case err == nil:
 		w.inserts.Add(1)
 	}
@@ -158,7 +158,8 @@ func (l *load) report(t *testing.T) {
 	if l.quartzErr != nil {
 		t.Errorf("quartz workload failed: %v", l.quartzErr)
 	}
-	if err, _ := l.side.lastErr.Load().(error); err != nil {
+	if p := l.side.lastErr.Load(); p != nil {
+		err := *p
 		t.Errorf("side writer: %d errors on a master repository that never went down; last: %v", l.side.errors.Load(), err)
 	}
 	if st.Firings == 0 || l.side.inserts.Load() == 0 {

@@ -1,0 +1,361 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/schedsync/schedsync/internal/testkit/quartz"
+)
+
+// TestSoak is issue 17's fault-injection soak: a master and a slave in
+// one capture mode, with the Quartz workload, the side writer and a
+// ledger writer (one row per committed transaction in a table without a
+// key, so that a transaction applied twice shows as a second copy),
+// while faults come at random intervals from a seed that is printed:
+// kill -9 of either service (and of a verify in progress), an immediate
+// stop and restart of either database, the slave's connection cut in
+// the middle of a frame by a proxy that also delays, and clients with a
+// wrong token or plain garbage hammering the sync port throughout. At
+// the end the slave must hold exactly the master's rows, compared row by
+// row as multisets by an independent query.
+//
+// SCHEDSYNC_SOAK sets the duration per mode (make soak: 10m); without it
+// the test runs a short soak, so that CI catches regressions.
+// SCHEDSYNC_SOAK_SEED replays a run; SCHEDSYNC_SOAK_MODES picks the modes.
+func TestSoak(t *testing.T) {
+	requirePostgres(t)
+	dur := 60 * time.Second
+	if s := os.Getenv("SCHEDSYNC_SOAK"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("SCHEDSYNC_SOAK=%q: %v", s, err)
+		}
+		dur = d
+	}
+	modes := captureModes
+	if s := os.Getenv("SCHEDSYNC_SOAK_MODES"); s != "" {
+		modes = strings.Split(s, ",")
+	}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { soak(t, mode, dur) })
+	}
+}
+
+// soakFaults are the faults, by name.
+var soakFaults = []string{"kill -9 master service", "kill -9 slave service", "master database crash",
+	"slave database crash", "connection cut", "kill -9 verify"}
+
+// faultWeights weigh the draw: the kills of the services come twice as
+// often as the rest.
+var faultWeights = []int{2, 2, 1, 1, 1, 1}
+
+// drawFault picks a fault by weight.
+func drawFault(rng *mrand.Rand) string {
+	total := 0
+	for _, w := range faultWeights {
+		total += w
+	}
+	n := rng.IntN(total)
+	for i, w := range faultWeights {
+		if n < w {
+			return soakFaults[i]
+		}
+		n -= w
+	}
+	return soakFaults[0]
+}
+
+func soak(t *testing.T, mode string, dur time.Duration) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("SCHEDSYNC_SOAK_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("SCHEDSYNC_SOAK_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("soak %s for %s, seed %d (replay: SCHEDSYNC_SOAK_SEED=%d SCHEDSYNC_SOAK_MODES=%s)", mode, dur, seed, seed, mode)
+	rng := mrand.New(mrand.NewPCG(seed, seed^0x5eed))
+	ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)
+	defer cancel()
+	w := newWorldWith(t, ctx, mode, []string{"capture.allow_no_pk=true"}, []string{"capture.allow_no_pk=true"})
+	execOn(t, ctx, w.master.repo, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
+	execOn(t, ctx, w.slave.repo, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
+	proxy := startProxy(t, w.master.listen)
+	w.slave.setKey(t, "master.port", strconv.Itoa(proxy.port()))
+	w.install(t)
+	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
+		t.Fatalf("seed the quartz tables: %v", err)
+	}
+	if !t.Run("start", w.startServices) {
+		return
+	}
+	l := startLoad(w.pool)
+	t.Cleanup(l.stop)
+	ledger := startLedger(w.pool)
+	t.Cleanup(ledger.stop)
+	bad := startBadClients(fmt.Sprintf("127.0.0.1:%d", w.master.listen))
+	t.Cleanup(bad.stop)
+
+	counts := map[string]int{}
+	deadline := time.Now().Add(dur)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
+		f := drawFault(rng)
+		counts[f]++
+		if !w.fault(t, ctx, f, rng, proxy) {
+			t.Fatalf("fault %q failed (seed %d)", f, seed)
+		}
+	}
+	l.stop()
+	ledger.stop()
+	bad.stop()
+	// The master's database went down: the workload's errors are expected
+	// here, and l.report would count them as failures.
+	t.Logf("quartz workload: %+v (err %v); side writer: inserts=%d errors=%d", l.quartzStats, l.quartzErr, l.side.inserts.Load(), l.side.errors.Load())
+	var summary []string
+	for _, f := range soakFaults {
+		summary = append(summary, fmt.Sprintf("%s: %d", f, counts[f]))
+	}
+	t.Logf("faults (seed %d): %s; connections cut: %d; bad clients: %d; ledger transactions committed: %d",
+		seed, strings.Join(summary, ", "), proxy.cuts.Load(), bad.tries.Load(), ledger.committed.Load())
+	start := time.Now()
+	w.ensureRunning(t)
+	if !t.Run("catch up", w.waitCaughtUp) {
+		t.Fatalf("no convergence (seed %d)", seed)
+	}
+	t.Logf("converged %s after the load stopped", time.Since(start).Round(time.Millisecond))
+	t.Run("rows equal", func(t *testing.T) { w.requireSameRows(t, ctx) })
+	t.Run("sequences", func(t *testing.T) { w.checkEqual(t, ctx) })
+}
+
+// fault injects one fault and brings the pair back to running (not
+// necessarily caught up: the next fault may come first).
+func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Rand, proxy *proxy) bool {
+	t.Helper()
+	switch f {
+	case "kill -9 master service":
+		w.master.kill9(t)
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+		w.master.start(t)
+	case "kill -9 slave service":
+		w.slave.kill9(t)
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond)
+		w.slave.start(t)
+	case "master database crash", "slave database crash":
+		db := w.masterDB
+		if f == "slave database crash" {
+			db = w.slaveDB
+		}
+		if err := db.StopImmediate(); err != nil {
+			t.Error(err)
+			return false
+		}
+		time.Sleep(time.Duration(200+rng.IntN(2000)) * time.Millisecond)
+		if err := db.Restart(ctx); err != nil {
+			t.Error(err)
+			return false
+		}
+	case "connection cut":
+		proxy.setDelay(time.Duration(rng.IntN(30)) * time.Millisecond)
+		proxy.cut()
+	case "kill -9 verify":
+		cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "verify")
+		cmd.Env = childEnv()
+		if err := cmd.Start(); err != nil {
+			t.Error(err)
+			return false
+		}
+		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	return true
+}
+
+// ensureRunning starts whichever service is not running (a fault may have
+// come while a start was failing) and waits until both stream.
+func (w *world) ensureRunning(t *testing.T) {
+	for _, n := range []*node{w.master, w.slave} {
+		if st, err := n.status(); err == nil && !st.Running {
+			n.start(t)
+		}
+	}
+	w.master.waitStreaming(t, recoverTimeout)
+	w.slave.waitStreaming(t, recoverTimeout)
+}
+
+// ledger commits one row per transaction into soak_ledger, which has no
+// key: a transaction the slave applied twice would be a second copy.
+type ledger struct {
+	cancel    context.CancelFunc
+	done      chan struct{}
+	committed atomic.Int64
+	once      sync.Once
+}
+
+func startLedger(pool *pgxpool.Pool) *ledger {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &ledger{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for n := int64(1); ctx.Err() == nil; n++ {
+			if _, err := pool.Exec(ctx, `INSERT INTO soak_ledger (n) VALUES ($1)`, n); err == nil {
+				l.committed.Add(1)
+			} else {
+				time.Sleep(50 * time.Millisecond) // the master's database is down
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return l
+}
+
+func (l *ledger) stop() {
+	l.once.Do(func() {
+		l.cancel()
+		<-l.done
+	})
+}
+
+// badClients keep dialling the sync port with garbage and with a
+// well-formed but unauthenticated start, while replication runs.
+type badClients struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	tries  atomic.Int64
+	once   sync.Once
+}
+
+func startBadClients(addr string) *badClients {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &badClients{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			conn, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				junk := make([]byte, 1+i%300)
+				_, _ = rand.Read(junk)
+				if i%3 == 0 {
+					junk = append([]byte("SCHEDSYNC"), junk...) // looks like a start, then nonsense
+				}
+				_ = conn.SetDeadline(time.Now().Add(time.Second))
+				_, _ = conn.Write(junk)
+				_, _ = io.Copy(io.Discard, conn)
+				conn.Close()
+				b.tries.Add(1)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return b
+}
+
+func (b *badClients) stop() {
+	b.once.Do(func() {
+		b.cancel()
+		<-b.done
+	})
+}
+
+// proxy forwards the slave's connections to the master's sync port; cut
+// closes every connection at once, in the middle of whatever frame is
+// passing, and a delay holds every chunk back.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	delay  atomic.Int64
+	cuts   atomic.Int64
+}
+
+func startProxy(t *testing.T, targetPort int) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: fmt.Sprintf("127.0.0.1:%d", targetPort)}
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+	})
+	return p
+}
+
+func (p *proxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+func (p *proxy) setDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *proxy) pipe(from, to net.Conn) {
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			if d := time.Duration(p.delay.Load()); d > 0 {
+				time.Sleep(d)
+			}
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	from.Close()
+	to.Close()
+}
+
+// cut closes every connection through the proxy.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	conns := slices.Clone(p.conns)
+	p.conns = p.conns[:0]
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	if len(conns) > 0 {
+		p.cuts.Add(1)
+	}
+}
