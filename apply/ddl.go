@@ -50,18 +50,16 @@ func (s *session) runDDL(ctx context.Context, q execer, c *change.Change) error 
 				"role", d.Role, "statement", abbrevSQL(st))
 		}
 	}
-	steps := []string{}
 	if asRole {
-		steps = append(steps, "SET LOCAL ROLE "+change.QuoteIdent(d.Role))
+		if _, err := q.Exec(ctx, "SET LOCAL ROLE "+change.QuoteIdent(d.Role), pgx.QueryExecModeSimpleProtocol); err != nil {
+			return fmt.Errorf("%w: cannot run schema change %s as role %s: %v", ErrSchema, d.Tag, d.Role, err)
+		}
 	}
 	if _, err := q.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, true)`, d.SearchPath); err != nil {
 		return fmt.Errorf("set search_path for schema change %s: %w", d.Tag, err)
 	}
-	steps = append(steps, st)
-	for _, sql := range steps {
-		if _, err := q.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
-			return fmt.Errorf("%w: schema change failed on the slave: %s: %v (fix the slave's schema so that it can run; apply retries it)", ErrSchema, abbrevSQL(sql), err)
-		}
+	if _, err := q.Exec(ctx, st, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return fmt.Errorf("%w: schema change failed on the slave: %s: %v (fix the slave's schema so that it can run; apply retries it)", ErrSchema, abbrevSQL(st), err)
 	}
 	if asRole {
 		if _, err := q.Exec(ctx, "RESET ROLE", pgx.QueryExecModeSimpleProtocol); err != nil {

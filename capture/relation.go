@@ -35,9 +35,9 @@ func (r *relation) String() string { return r.schema + "." + r.name }
 // loadRelation reads the catalog description of a table. A table without a
 // primary key is identified by all its non-generated columns.
 func loadRelation(ctx context.Context, q pgx.Tx, relid uint32) (*relation, error) {
-	rel := &relation{}
+	var s shapeJSON
 	err := q.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, relid).Scan(&rel.schema, &rel.name)
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, relid).Scan(&s.Schema, &s.Name)
 	if err == pgx.ErrNoRows {
 		return nil, fmt.Errorf("audit rows reference table oid %d, which no longer exists: it was dropped while its changes were pending; drop it on the slave too and delete those rows from schedsync.audit (relid = %d)", relid, relid)
 	}
@@ -51,34 +51,22 @@ func loadRelation(ctx context.Context, q pgx.Tx, relid uint32) (*relation, error
 		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, relid)
+	name := s.Schema + "." + s.Name
 	if err != nil {
-		return nil, fmt.Errorf("read columns of %s: %w", rel, err)
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	defer rows.Close()
-	var allIdx []int
 	for rows.Next() {
-		var a attr
-		var isKey bool
-		if err := rows.Scan(&a.name, &a.generated, &isKey); err != nil {
-			return nil, fmt.Errorf("read columns of %s: %w", rel, err)
+		var a shapeAttr
+		if err := rows.Scan(&a.Name, &a.Generated, &a.Key); err != nil {
+			return nil, fmt.Errorf("read columns of %s: %w", name, err)
 		}
-		if !a.generated {
-			rel.columns = append(rel.columns, a.name)
-			allIdx = append(allIdx, len(rel.attrs))
-			if isKey {
-				rel.keyColumns = append(rel.keyColumns, a.name)
-				rel.keyIdx = append(rel.keyIdx, len(rel.attrs))
-			}
-		}
-		rel.attrs = append(rel.attrs, a)
+		s.Attrs = append(s.Attrs, a)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read columns of %s: %w", rel, err)
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
-	if len(rel.keyIdx) == 0 {
-		rel.keyColumns, rel.keyIdx, rel.fullRow = rel.columns, allIdx, true
-	}
-	return rel, nil
+	return relationOf(s), nil
 }
 
 func (r *relation) checkFields(n int) error {

@@ -23,17 +23,21 @@ type shapeVersion struct {
 
 // shapeJSON is schedsync.table_shape's output.
 type shapeJSON struct {
-	Schema string `json:"schema"`
-	Name   string `json:"name"`
-	Attrs  []struct {
-		Name      string `json:"n"`
-		Generated bool   `json:"g"`
-		Key       bool   `json:"k"`
-	} `json:"attrs"`
+	Schema string      `json:"schema"`
+	Name   string      `json:"name"`
+	Attrs  []shapeAttr `json:"attrs"`
 }
 
-// relationOf builds a relation from a recorded shape, as loadRelation does
-// from the catalog.
+// shapeAttr is one live column of a shape.
+type shapeAttr struct {
+	Name      string `json:"n"`
+	Generated bool   `json:"g"`
+	Key       bool   `json:"k"`
+}
+
+// relationOf builds a relation from a shape: recorded (relshape), or read
+// from the catalog by loadRelation. A table without a primary key is
+// identified by all its non-generated columns.
 func relationOf(s shapeJSON) *relation {
 	rel := &relation{schema: s.Schema, name: s.Name}
 	var allIdx []int

@@ -108,6 +108,16 @@ AS $$
     FROM pg_class c WHERE c.oid = rel
 $$;
 
+-- Names one client statement (its text and start) of the current
+-- transaction: the commands it runs are counted under it, and a DROP's
+-- sql_drop is paired with its ddl_command_end.
+CREATE OR REPLACE FUNCTION schedsync.statement_key() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT md5(current_query()) || ':' || statement_timestamp()::text
+$$;
+
 -- The table an object without a schema of its own belongs to (a trigger,
 -- a rule, a policy): its schema and the table filter are the table's.
 CREATE OR REPLACE FUNCTION schedsync.table_of_object(classid oid, objid oid) RETURNS oid
@@ -205,11 +215,10 @@ BEGIN
         IF FOUND THEN
             SELECT o.schema_name INTO sch FROM pg_event_trigger_dropped_objects() o
             WHERE o.schema_name = ANY (cfg.schemas) AND o.schema_name <> 'schedsync' AND NOT o.is_temporary
-              AND (o.object_type NOT IN ('table', 'index') OR o.object_type = 'table'
-                   AND schedsync.table_matches(cfg, o.schema_name, o.object_name) OR o.object_type = 'index')
+              AND (o.object_type <> 'table' OR schedsync.table_matches(cfg, o.schema_name, o.object_name))
             LIMIT 1;
             IF FOUND THEN
-                PERFORM set_config('schedsync.ddl_dropped', md5(current_query()) || ':' || statement_timestamp()::text, true);
+                PERFORM set_config('schedsync.ddl_dropped', schedsync.statement_key(), true);
                 PERFORM set_config('schedsync.ddl_dropped_schema', sch, true);
             END IF;
         END IF;
@@ -254,7 +263,7 @@ BEGIN
     END IF;
     -- Count the commands of each tag that this query text ran: the slave
     -- finds the statement by tag and number.
-    key := md5(current_query()) || ':' || statement_timestamp()::text;
+    key := schedsync.statement_key();
     IF current_setting('schedsync.ddl_key', true) IS DISTINCT FROM key THEN
         PERFORM set_config('schedsync.ddl_key', key, true);
         counts := '{}';

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/schedsync/schedsync/internal/testkit/eventually"
-	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
 // TestObservability is issue 15's end-to-end check: a master and a slave,
@@ -42,15 +41,10 @@ func TestObservability(t *testing.T) {
 	w := newWorldWith(t, ctx, "logical",
 		[]string{"http.listen=127.0.0.1:" + strconv.Itoa(mport)},
 		[]string{"http.listen=127.0.0.1:" + strconv.Itoa(sport), "http.token=" + httpToken})
-	w.install(t)
-	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
-		t.Fatalf("seed the quartz tables: %v", err)
-	}
-	if !t.Run("start", w.startServices) {
+	l, ok := w.installAndLoad(t, ctx)
+	if !ok {
 		return
 	}
-	l := startLoad(w.pool)
-	t.Cleanup(l.stop)
 	master := scraper{base: fmt.Sprintf("http://127.0.0.1:%d", mport)}
 	slave := scraper{base: fmt.Sprintf("http://127.0.0.1:%d", sport), token: httpToken}
 	secrets := []string{httpToken, syncToken(t, w.master)}

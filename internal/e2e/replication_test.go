@@ -76,15 +76,10 @@ func replicationSurvivesCrashes(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	w := newWorld(t, ctx, mode)
-	w.install(t)
-	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
-		t.Fatalf("seed the quartz tables: %v", err)
-	}
-	if !t.Run("start", w.startServices) {
+	l, ok := w.installAndLoad(t, ctx)
+	if !ok {
 		return
 	}
-	l := startLoad(w.pool)
-	t.Cleanup(l.stop)
 	faults := []struct {
 		name string
 		run  func(t *testing.T)
@@ -202,6 +197,23 @@ func (w *world) install(t *testing.T) {
 		out := n.mustRun(t, cmdTimeout, "install")
 		t.Logf("%s: schedsync install:\n%s", n.name, strings.TrimSpace(out))
 	}
+}
+
+// installAndLoad installs both nodes, seeds the Quartz tables, starts the
+// services (a subtest "start") and the workload, stopped at cleanup; ok
+// is false when the services did not start.
+func (w *world) installAndLoad(t *testing.T, ctx context.Context) (l *load, ok bool) {
+	t.Helper()
+	w.install(t)
+	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
+		t.Fatalf("seed the quartz tables: %v", err)
+	}
+	if !t.Run("start", w.startServices) {
+		return nil, false
+	}
+	l = startLoad(w.pool)
+	t.Cleanup(l.stop)
+	return l, true
 }
 
 func (w *world) startServices(t *testing.T) {

@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/schedsync/schedsync/internal/testkit/quartz"
 )
 
 // TestSoak is issue 17's fault-injection soak: a master and a slave in
@@ -93,19 +91,13 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)
 	defer cancel()
 	w := newWorldWith(t, ctx, mode, []string{"capture.allow_no_pk=true"}, []string{"capture.allow_no_pk=true"})
-	execOn(t, ctx, w.master.repo, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
-	execOn(t, ctx, w.slave.repo, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
+	w.execBoth(t, ctx, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
 	proxy := startProxy(t, w.master.listen)
 	w.slave.setKey(t, "master.port", strconv.Itoa(proxy.port()))
-	w.install(t)
-	if err := quartz.Seed(ctx, w.pool, quartzOptions); err != nil {
-		t.Fatalf("seed the quartz tables: %v", err)
-	}
-	if !t.Run("start", w.startServices) {
+	l, ok := w.installAndLoad(t, ctx)
+	if !ok {
 		return
 	}
-	l := startLoad(w.pool)
-	t.Cleanup(l.stop)
 	ledger := startLedger(w.pool)
 	t.Cleanup(ledger.stop)
 	bad := startBadClients(fmt.Sprintf("127.0.0.1:%d", w.master.listen))
