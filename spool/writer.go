@@ -125,6 +125,15 @@ func (s *Spool) Sync(ctx context.Context) error {
 	return nil
 }
 
+// WriteErr is the write or sync error that stopped the spool's writes, or
+// nil. Once set, nothing more is written until the spool is reopened
+// (Open cuts what the failed write left).
+func (s *Spool) WriteErr() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.w.failed
+}
+
 // isClosed reports whether Close ran.
 func (s *Spool) isClosed() bool {
 	s.mu.Lock()

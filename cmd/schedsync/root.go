@@ -58,7 +58,7 @@ func (a *app) newRootCmd() *cobra.Command {
 	}
 	add(groupSetup, a.newInstallCmd(), a.newUninstallCmd())
 	add(groupService, a.newStartCmd(), a.newStopCmd(), a.newStatusCmd())
-	add(groupReseed, a.newBackupCmd(), a.newRestoreCmd(), a.newResyncCmd(), a.newVerifyCmd())
+	add(groupReseed, a.newBackupCmd(), a.newRestoreCmd(), a.newResyncCmd(), a.newRefetchCmd(), a.newVerifyCmd())
 	add(groupFailover, a.newPromoteCmd())
 	add(groupFailover, a.newSwitchoverCmd())
 	root.AddCommand(a.newVersionCmd())

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -74,6 +75,12 @@ func newNode(t *testing.T, bin string, c nodeConfig) *node {
 		"master.port=" + strconv.Itoa(c.masterPort),
 		"spool.dir=" + n.spool,
 		"log.level=info",
+	}
+	// A key in extra replaces the default: a key twice in one file is a
+	// mistake.
+	for _, kv := range c.extra {
+		key, _, _ := strings.Cut(kv, "=")
+		props = slices.DeleteFunc(props, func(p string) bool { return strings.HasPrefix(p, key+"=") })
 	}
 	props = append(props, c.extra...)
 	if err := os.WriteFile(n.config, []byte(strings.Join(props, "\n")+"\n"), 0o600); err != nil {

@@ -46,6 +46,8 @@ type world struct {
 	masterDB, slaveDB *pgtest.Cluster
 	master, slave     *node
 	pool              *pgxpool.Pool
+	schemas           []string      // replicated besides public, compared by requireSameRows
+	resyncTook        time.Duration // the soak's last whole resync
 }
 
 // TestReplicationSurvivesCrashes is issue 5's end-to-end scenario: an empty

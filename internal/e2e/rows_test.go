@@ -27,25 +27,25 @@ func (w *world) finish(t *testing.T, ctx context.Context, l *load) {
 	t.Run("stop", w.stopServices)
 }
 
-// requireSameRows compares every table of schema public between the two
-// repositories row by row: each table's rows as text, sorted, so that a
+// requireSameRows compares every table of schema public (and of
+// w.schemas) between the two repositories row by row: each table's rows as text, sorted, so that a
 // table without a primary key is compared as the multiset it is (a row
 // applied twice shows as one more copy). It is independent of schedsync:
 // no checksum of ours, no verify.
 func (w *world) requireSameRows(t *testing.T, ctx context.Context) {
 	t.Helper()
-	requireSameRows(t, ctx, w.master.repo, w.slave.repo)
+	requireSameRows(t, ctx, w.master.repo, w.slave.repo, w.schemas...)
 }
 
 // requireSameRows is world.requireSameRows for any two repositories, the
-// master's first.
-func requireSameRows(t *testing.T, ctx context.Context, masterURL, slaveURL string) {
+// master's first, and schema public and more.
+func requireSameRows(t *testing.T, ctx context.Context, masterURL, slaveURL string, more ...string) {
 	t.Helper()
-	master, err := tableRows(ctx, masterURL)
+	master, err := tableRows(ctx, masterURL, more)
 	if err != nil {
 		t.Fatalf("master: %v", err)
 	}
-	slave, err := tableRows(ctx, slaveURL)
+	slave, err := tableRows(ctx, slaveURL, more)
 	if err != nil {
 		t.Fatalf("slave: %v", err)
 	}
@@ -69,9 +69,10 @@ func requireSameRows(t *testing.T, ctx context.Context, masterURL, slaveURL stri
 	t.Logf("row by row: %d tables, %d rows, equal", len(master), total)
 }
 
-// tableRows reads every row of every table of schema public as text,
-// with the output settings pinned so that both servers print alike.
-func tableRows(ctx context.Context, url string) (map[string][]string, error) {
+// tableRows reads every row of every table of schema public (named
+// without it) and of the schemas more (named schema.table) as text, with
+// the output settings pinned so that both servers print alike.
+func tableRows(ctx context.Context, url string, more []string) (map[string][]string, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return nil, err
@@ -81,22 +82,28 @@ func tableRows(ctx context.Context, url string) (map[string][]string, error) {
 		SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'`); err != nil {
 		return nil, err
 	}
-	rows, err := conn.Query(ctx, `SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' ORDER BY 1`)
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = ANY ($1) AND c.relkind = 'r' ORDER BY 1, 2`, append([]string{"public"}, more...))
 	if err != nil {
 		return nil, err
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	type table struct{ Schema, Name string }
+	tables, err := pgx.CollectRows(rows, pgx.RowToStructByPos[table])
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
-	for _, n := range names {
-		rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT t::text FROM %s t ORDER BY 1`, pgx.Identifier{"public", n}.Sanitize()))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", n, err)
+	for _, tb := range tables {
+		key := tb.Name
+		if tb.Schema != "public" {
+			key = tb.Schema + "." + tb.Name
 		}
-		if out[n], err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return nil, fmt.Errorf("read %s: %w", n, err)
+		rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT t::text FROM %s t ORDER BY 1`, pgx.Identifier{tb.Schema, tb.Name}.Sanitize()))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+		if out[key], err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
 		}
 	}
 	return out, nil

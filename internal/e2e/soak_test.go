@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -56,20 +58,27 @@ func TestSoak(t *testing.T) {
 
 // soakFaults are the faults, by name.
 var soakFaults = []string{"kill -9 master service", "kill -9 slave service", "master database crash",
-	"slave database crash", "connection cut", "kill -9 verify"}
+	"slave database crash", "connection cut", "kill -9 verify", "kill -9 resync", "slave spool corrupt",
+	"slave disk full"}
 
-// faultWeights weigh the draw: the kills of the services come twice as
-// often as the rest.
-var faultWeights = []int{2, 2, 1, 1, 1, 1}
+// faultWeights weigh the draw: the kills of the services come most
+// often; a re-seed and a corrupt spool, which take longer, least.
+var faultWeights = []int{4, 4, 2, 2, 2, 2, 1, 1, 1}
 
-// drawFault picks a fault by weight.
-func drawFault(rng *mrand.Rand) string {
+// drawFault picks a fault by weight, among those that can run here: a
+// full disk needs the small filesystem only root can mount.
+func drawFault(rng *mrand.Rand, diskFull bool) string {
 	total := 0
-	for _, w := range faultWeights {
-		total += w
+	for i, w := range faultWeights {
+		if soakFaults[i] != "slave disk full" || diskFull {
+			total += w
+		}
 	}
 	n := rng.IntN(total)
 	for i, w := range faultWeights {
+		if soakFaults[i] == "slave disk full" && !diskFull {
+			continue
+		}
 		if n < w {
 			return soakFaults[i]
 		}
@@ -90,8 +99,20 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	rng := mrand.New(mrand.NewPCG(seed, seed^0x5eed))
 	ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)
 	defer cancel()
-	w := newWorldWith(t, ctx, mode, []string{"capture.allow_no_pk=true"}, []string{"capture.allow_no_pk=true"})
+	both := []string{"capture.allow_no_pk=true", "repository.schemas=public,dbsched"}
+	// Small slave segments, so that a backlog fills whole segments a
+	// corrupt byte can be put in.
+	w := newWorldWith(t, ctx, mode, both, append(both, "spool.segment_size=256KiB"))
+	w.schemas = []string{"dbsched"}
 	w.execBoth(t, ctx, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
+	w.execBoth(t, ctx, dbschedSchema)
+	diskFull := os.Geteuid() == 0
+	if diskFull {
+		// Big enough for resync's backup and the free space it keeps.
+		mountSmallFS(t, w.slave.spool, 1<<30)
+	} else {
+		t.Log("not root: no small filesystem for the slave's spool.dir, so no disk-full faults")
+	}
 	proxy := startProxy(t, w.master.listen)
 	w.slave.setKey(t, "master.port", strconv.Itoa(proxy.port()))
 	l, ok := w.installAndLoad(t, ctx)
@@ -100,21 +121,24 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	}
 	ledger := startLedger(w.pool)
 	t.Cleanup(ledger.stop)
+	dbsched := startDBSchedLoad(w.pool)
+	t.Cleanup(dbsched.stop)
 	bad := startBadClients(fmt.Sprintf("127.0.0.1:%d", w.master.listen))
 	t.Cleanup(bad.stop)
 
-	counts := map[string]int{}
+	counts, outcomes := map[string]int{}, map[string]int{}
 	deadline := time.Now().Add(dur)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
-		f := drawFault(rng)
+		f := drawFault(rng, diskFull)
 		counts[f]++
-		if !w.fault(t, ctx, f, rng, proxy) {
+		if !w.fault(t, ctx, f, rng, proxy, outcomes) {
 			t.Fatalf("fault %q failed (seed %d)", f, seed)
 		}
 	}
 	l.stop()
 	ledger.stop()
+	dbsched.stop()
 	bad.stop()
 	// The master's database went down: the workload's errors are expected
 	// here, and l.report would count them as failures.
@@ -123,8 +147,9 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	for _, f := range soakFaults {
 		summary = append(summary, fmt.Sprintf("%s: %d", f, counts[f]))
 	}
-	t.Logf("faults (seed %d): %s; connections cut: %d; bad clients: %d; ledger transactions committed: %d",
-		seed, strings.Join(summary, ", "), proxy.cuts.Load(), bad.tries.Load(), ledger.committed.Load())
+	t.Logf("faults (seed %d): %s; connections cut: %d; bad clients: %d; ledger transactions committed: %d; db-scheduler transactions: %d (errors %d)",
+		seed, strings.Join(summary, ", "), proxy.cuts.Load(), bad.tries.Load(), ledger.committed.Load(), dbsched.txns.Load(), dbsched.errors.Load())
+	t.Logf("outcomes: %v", outcomes)
 	start := time.Now()
 	w.ensureRunning(t)
 	if !t.Run("catch up", w.waitCaughtUp) {
@@ -137,7 +162,7 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 
 // fault injects one fault and brings the pair back to running (not
 // necessarily caught up: the next fault may come first).
-func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Rand, proxy *proxy) bool {
+func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Rand, proxy *proxy, outcomes map[string]int) bool {
 	t.Helper()
 	switch f {
 	case "kill -9 master service":
@@ -175,7 +200,188 @@ func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Ra
 		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+	case "kill -9 resync":
+		return w.killResync(t, rng, outcomes)
+	case "slave spool corrupt":
+		return w.corruptSpool(t, ctx, outcomes)
+	case "slave disk full":
+		return w.fillSlaveDisk(t, rng, outcomes)
 	}
+	return true
+}
+
+// killResync re-seeds the slave while the master is busy (resync --force)
+// and kills it with SIGKILL after 0-6 s: while it fetches the backup,
+// loads it, or not at all; then a plain resync must finish the job (or
+// find nothing to do) and the slave service must run.
+func (w *world) killResync(t *testing.T, rng *mrand.Rand, outcomes map[string]int) bool {
+	t.Helper()
+	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		t.Error(err)
+		return false
+	}
+	began := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Half the time the kill waits for the restore to have begun (it marks
+	// the slave needs_resync first); otherwise it comes at a random point
+	// of a resync as long as the last whole one.
+	midRestore := rng.IntN(2) == 0
+	kill := time.After(time.Duration(rng.Int64N(int64(w.resyncTook) + 1)))
+	if midRestore {
+		pollCtx, stopPoll := context.WithCancel(context.Background())
+		defer stopPoll()
+		kill = w.restoreBegun(pollCtx)
+	}
+	select {
+	case err := <-done:
+		w.resyncTook = time.Since(began)
+		outcomes["resync finished before the kill"]++
+		if err != nil {
+			t.Errorf("resync --force: %v\n%s", err, w.slave.logTail(30))
+			return false
+		}
+	case <-kill:
+		_ = cmd.Process.Kill()
+		<-done
+		if midRestore {
+			outcomes["resync killed mid-restore"]++
+		} else {
+			outcomes["resync killed"]++
+		}
+	}
+	r, err := w.slave.run(5*time.Minute, "resync")
+	if err != nil || r.code != 0 {
+		t.Errorf("resync after a killed resync: %v, exit %d\n%s", err, r.code, r.output())
+		return false
+	}
+	if strings.Contains(r.stdout, "restored") {
+		outcomes["resync redone after the kill"]++
+	}
+	if st, err := w.slave.status(); err == nil && !st.Running {
+		w.slave.start(t)
+	}
+	return true
+}
+
+// restoreBegun delivers once the slave's repository says a restore is
+// loading (needs_resync set), polling every 10 ms until ctx ends.
+func (w *world) restoreBegun(ctx context.Context) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	go func() {
+		conn, err := pgx.Connect(ctx, w.slave.repo)
+		if err != nil {
+			return
+		}
+		defer conn.Close(context.Background())
+		for ctx.Err() == nil {
+			var marked bool
+			if conn.QueryRow(ctx, `SELECT needs_resync FROM schedsync.state`).Scan(&marked) == nil && marked {
+				ch <- time.Now()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	return ch
+}
+
+// corruptSpool stops the slave's database, so that the slave receives
+// without applying, kills the slave service, flips a byte in a segment it
+// has not applied, and brings everything back. The slave must stop at the
+// bad byte, naming the segment and the offset, and come back through
+// schedsync refetch.
+func (w *world) corruptSpool(t *testing.T, ctx context.Context, outcomes map[string]int) bool {
+	t.Helper()
+	if err := w.slaveDB.StopImmediate(); err != nil {
+		t.Error(err)
+		return false
+	}
+	var st status
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if st, _ = w.slave.status(); st.Running && st.BacklogBytes >= 768<<10 {
+			break
+		}
+	}
+	w.slave.killIfRunning(t)
+	if err := w.slaveDB.Restart(ctx); err != nil {
+		t.Error(err)
+		return false
+	}
+	file, off, ok := flipUnapplied(t, filepath.Join(w.slave.spool, "spool"), st.Position)
+	if !ok {
+		outcomes["spool corrupt: no unapplied sealed segment"]++
+		w.slave.start(t)
+		return true
+	}
+	r, err := w.slave.run(startTimeout, "start", "--wait", "30s")
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	msg := r.output()
+	if r.code == 0 {
+		found := false
+		for deadline := time.Now().Add(recoverTimeout); time.Now().Before(deadline) && !found; time.Sleep(250 * time.Millisecond) {
+			st, err := w.slave.status()
+			found = err == nil && !st.Running && st.State == "failed"
+			msg = st.Error
+		}
+		if !found {
+			t.Errorf("the byte flipped at %d of %s was not found: the slave did not stop (%s)", off, file, msg)
+			return false
+		}
+		outcomes["spool corrupt: found by apply"]++
+	} else {
+		outcomes["spool corrupt: found at start"]++
+	}
+	if !strings.Contains(msg, filepath.Base(file)) || !strings.Contains(msg, "at byte") {
+		t.Errorf("the slave stopped without naming the segment and the offset: %s", msg)
+		return false
+	}
+	if out := w.slave.mustRun(t, cmdTimeout, "refetch"); !strings.Contains(out, "moved the spool aside") {
+		t.Errorf("refetch: %s", out)
+		return false
+	}
+	w.slave.start(t)
+	return true
+}
+
+// flipUnapplied flips a byte in the first half of a sealed segment that
+// starts after the applied position, if there is one.
+func flipUnapplied(t *testing.T, dir string, applied uint64) (string, int64, bool) {
+	t.Helper()
+	for _, s := range segments(t, dir) {
+		if s.lo > applied && s.sealed && s.size >= 256 {
+			off := 64 + (s.size/2-64)*int64(s.lo%7)/7
+			flipByte(t, s.path, off)
+			return s.path, off, true
+		}
+	}
+	return "", 0, false
+}
+
+// fillSlaveDisk fills the filesystem of the slave's spool.dir. The slave
+// must report disk_full and keep running; 0-3 s later the space returns
+// and the soak goes on (the catch-up at the end shows it resumed).
+func (w *world) fillSlaveDisk(t *testing.T, rng *mrand.Rand, outcomes map[string]int) bool {
+	t.Helper()
+	free := fillDisk(t, w.slave.spool)
+	defer free()
+	var st status
+	for deadline := time.Now().Add(recoverTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if st, _ = w.slave.status(); st.State == "disk_full" {
+			break
+		}
+	}
+	if st.State != "disk_full" || !st.Running {
+		t.Errorf("the slave did not report disk_full on a full disk: %s", st)
+		return false
+	}
+	outcomes["disk full reported"]++
+	time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
 	return true
 }
 

@@ -9,7 +9,7 @@ import (
 // allStates are the values of schedsync_state's label: every state a
 // node reports, so that a dashboard sees each one at 0 or 1.
 var allStates = []string{StateStarting, StateConnecting, StateStreaming, StateNeedsResync, StateMasterUnavailable,
-	StateApplyError, StateRepositoryUnavailable, StateFailed, StatePromoting, StateFenced, StateStopped}
+	StateApplyError, StateRepositoryUnavailable, StateFailed, StatePromoting, StateFenced, StateStopped, StateDiskFull, StateSpoolError}
 
 // statusCollector turns the node's status into gauges at scrape time.
 // Status is built from memory (positions, the registry, the slot's

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -57,6 +56,7 @@ type Slave struct {
 	acks chan struct{}
 
 	mu          sync.Mutex
+	spView      *spool.Spool // s.sp, for readers outside the loops (Status)
 	state       string
 	lastErr     string
 	masterState string
@@ -120,9 +120,8 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 		bo.wait(ctx, s.log, "slave repository unavailable; retrying", err)
 	}
 	opening := time.Now()
-	var err error
-	if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
-		return fmt.Errorf("open spool: %w", err)
+	if err := s.openSpool(); err != nil {
+		return err
 	}
 	defer func() { s.sp.Close() }()
 	// Recovering the spool is not retrying: it leaves --wait as it was.
@@ -143,6 +142,13 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 		g.Go(func() error { return s.autoFailoverLoop(gctx) })
 		err := g.Wait()
 		stop()
+		var full *spoolFullError
+		if errors.As(err, &full) && ctx.Err() == nil {
+			if err := s.reopenSpool(ctx, full); err != nil {
+				return err
+			}
+			continue
+		}
 		s.mu.Lock()
 		req := s.promoting
 		s.promoting, s.stopLoops = nil, nil
@@ -159,8 +165,8 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 			return ErrRoleChanged
 		}
 		s.log.Error("promote failed; this node stays a slave", "err", perr)
-		if s.sp, err = spool.Open(spoolOptions(s.cfg, filepath.Join(s.cfg.Spool.Dir, "spool"), s.log)); err != nil {
-			return fmt.Errorf("open spool: %w", err)
+		if err := s.openSpool(); err != nil {
+			return err
 		}
 	}
 }
@@ -179,6 +185,9 @@ func (s *Slave) connectLoop(ctx context.Context, ready func(), deadline time.Tim
 		streamed, err := s.session(ctx, markReady)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if werr := s.sp.WriteErr(); werr != nil {
+			return s.waitForSpoolSpace(ctx, werr)
 		}
 		if streamed {
 			// failover.timeout counts from when the loss was noticed: the
@@ -406,11 +415,12 @@ func (s *Slave) Status() Status {
 		}
 		st.LagSeconds = time.Since(s.behindSince).Seconds()
 	}
+	sp := s.spView
 	s.mu.Unlock()
-	if s.sp != nil {
-		st.ReceivedPosition = s.sp.DurablePosition()
-		st.BacklogBytes = s.sp.BytesAfter(applied)
-		st.SpoolBytes, st.SpoolSegments = s.sp.Size()
+	if sp != nil {
+		st.ReceivedPosition = sp.DurablePosition()
+		st.BacklogBytes = sp.BytesAfter(applied)
+		st.SpoolBytes, st.SpoolSegments = sp.Size()
 	}
 	return st
 }

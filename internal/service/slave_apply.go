@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/schedsync/schedsync/apply"
+	"github.com/schedsync/schedsync/spool"
 )
 
 // applyLoop replays the slave spool into the slave repository, retrying
@@ -33,6 +34,12 @@ func (s *Slave) applyLoop(ctx context.Context) error {
 		err := a.Run(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, spool.ErrCorrupt) {
+			// Bad bytes are never skipped: stop, naming the segment and
+			// the offset, and say how to fetch them again.
+			s.log.Error("the slave spool is corrupt; the service stops", "err", err)
+			return fmt.Errorf("apply: %w", corruptSpoolHint(err))
 		}
 		state := StateRepositoryUnavailable
 		switch {

@@ -25,6 +25,12 @@ const (
 	// StateFenced: a master learned of a higher generation than its own
 	// (it was replaced by a promotion) and no longer serves.
 	StateFenced = "fenced"
+	// StateDiskFull: a slave could not write its spool for lack of space
+	// (or quota); receiving is paused, apply goes on, and receiving
+	// resumes by itself once the spool directory can be written.
+	StateDiskFull = "disk_full"
+	// StateSpoolError: the same after another write error (EIO, ...).
+	StateSpoolError = "spool_error"
 )
 
 // epochText is a capture epoch as status shows it; "" when unknown.
