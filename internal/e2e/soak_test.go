@@ -63,7 +63,7 @@ var soakFaults = []string{"kill -9 master service", "kill -9 slave service", "ma
 
 // faultWeights weigh the draw: the kills of the services come most
 // often; a re-seed and a corrupt spool, which take longer, least.
-var faultWeights = []int{4, 4, 2, 2, 2, 2, 1, 1, 1}
+var faultWeights = []int{6, 6, 2, 2, 2, 2, 1, 1, 1}
 
 // drawFault picks a fault by weight, among those that can run here: a
 // full disk needs the small filesystem only root can mount.
@@ -142,20 +142,20 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	bad.stop()
 	// The master's database went down: the workload's errors are expected
 	// here, and l.report would count them as failures.
-	t.Logf("quartz workload: %+v (err %v); side writer: inserts=%d errors=%d", l.quartzStats, l.quartzErr, l.side.inserts.Load(), l.side.errors.Load())
+	t.Logf("soak: quartz workload: %+v (err %v); side writer: inserts=%d errors=%d", l.quartzStats, l.quartzErr, l.side.inserts.Load(), l.side.errors.Load())
 	var summary []string
 	for _, f := range soakFaults {
 		summary = append(summary, fmt.Sprintf("%s: %d", f, counts[f]))
 	}
-	t.Logf("faults (seed %d): %s; connections cut: %d; bad clients: %d; ledger transactions committed: %d; db-scheduler transactions: %d (errors %d)",
+	t.Logf("soak: faults (seed %d): %s; connections cut: %d; bad clients: %d; ledger transactions committed: %d; db-scheduler transactions: %d (errors %d)",
 		seed, strings.Join(summary, ", "), proxy.cuts.Load(), bad.tries.Load(), ledger.committed.Load(), dbsched.txns.Load(), dbsched.errors.Load())
-	t.Logf("outcomes: %v", outcomes)
+	t.Logf("soak: outcomes: %v", outcomes)
 	start := time.Now()
 	w.ensureRunning(t)
 	if !t.Run("catch up", w.waitCaughtUp) {
 		t.Fatalf("no convergence (seed %d)", seed)
 	}
-	t.Logf("converged %s after the load stopped", time.Since(start).Round(time.Millisecond))
+	t.Logf("soak: converged %s after the load stopped", time.Since(start).Round(time.Millisecond))
 	t.Run("rows equal", func(t *testing.T) { w.requireSameRows(t, ctx) })
 	t.Run("sequences", func(t *testing.T) { w.checkEqual(t, ctx) })
 }
