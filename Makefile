@@ -69,11 +69,13 @@ bench: deps
 # against a live pair, SOAK long per capture mode, then an exact row-by-row
 # comparison. make test runs a one-minute soak per mode.
 # make soak SOAK=30m SOAKFLAGS='SCHEDSYNC_SOAK_MODES=logical SCHEDSYNC_SOAK_SEED=…'
+SOAKLOG ?= /tmp/schedsync-soak.log
 SOAK ?= 10m
 SOAKFLAGS ?=
 soak: deps
 	set -o pipefail; CI=$${CI:-true} SCHEDSYNC_SOAK=$(SOAK) $(SOAKFLAGS) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./internal/e2e | \
-		grep -E '^(=== RUN|--- |    ---|ok|FAIL|PASS)|soak_test.go:[0-9]+: soak|rows_test'
+		tee $(SOAKLOG) | grep -E '^(=== RUN|--- |    ---|ok|FAIL|PASS)|soak_test.go:[0-9]+: soak|rows_test' || \
+		{ echo "soak failed; the whole log, failure included, is in $(SOAKLOG)"; exit 1; }
 
 gobench: deps
 	CI=$${CI:-true} $(GO) test -run '^$$' -bench . ./...

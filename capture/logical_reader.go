@@ -30,6 +30,19 @@ type LogicalOptions struct {
 	// shipped (repository.schemas); none when empty.
 	SequenceSchemas []string
 	Logger          *slog.Logger
+	// Gate, if set, holds back how far the server is told its WAL is
+	// flushed (failover.synchronous).
+	Gate FlushGate
+}
+
+// FlushGate holds back how far capture tells the server that its changes
+// are flushed: with synchronous_standby_names naming capture, the server
+// then holds each commit until the gate lets its spool position through
+// (failover.synchronous: once slaves have it durably).
+type FlushGate interface {
+	// Allowed is the highest spool position, at most want, that may be
+	// reported flushed now, and a channel closed when that may change.
+	Allowed(want uint64) (uint64, <-chan struct{})
 }
 
 const (
@@ -110,6 +123,16 @@ type LogicalReader struct {
 	// before the slot may forget it). hasDDL: the repository has them.
 	ddlDecoded, ddlDurable int64
 	hasDDL                 bool
+
+	// held are durable spool positions and the LSN each lets the server
+	// count as flushed, that the gate has not let through yet.
+	held   []heldLSN
+	gateCh <-chan struct{} // from the gate's last answer
+}
+
+type heldLSN struct {
+	pos uint64
+	lsn pglogrepl.LSN
 }
 
 // received is one message of the replication stream, or its end.
@@ -161,6 +184,8 @@ func (r *LogicalReader) RequestSnapshot(fn SnapshotFunc) <-chan SnapshotResult {
 func replicationConfig(base *pgx.ConnConfig) *pgconn.Config {
 	cfg := base.Config.Copy()
 	cfg.RuntimeParams["replication"] = "database"
+	// What synchronous_standby_names names (failover.synchronous).
+	cfg.RuntimeParams["application_name"] = ApplicationName
 	// The walsender's output functions write the text forms trigger
 	// capture and apply use.
 	for k, v := range change.RuntimeParams() {
@@ -195,7 +220,7 @@ func (r *LogicalReader) Connect(ctx context.Context) error {
 	}
 	r.rels = map[uint32]*logicalRelation{}
 	r.upTo, r.confirmed, r.unsynced = 0, 0, 0
-	r.recent, r.pending = nil, nil
+	r.recent, r.pending, r.held = nil, nil, nil
 	rctx, stop := context.WithCancel(context.Background())
 	r.stop, r.msgs, r.done = stop, make(chan received, receiveQueue), make(chan struct{})
 	go r.receive(rctx, r.repl, r.msgs, r.done)
@@ -439,7 +464,12 @@ func (r *LogicalReader) wait(ctx context.Context, tick <-chan time.Time) (pglogr
 	if r.snap != nil {
 		cp, fnDone = r.snap.cpCh, r.snap.doneCh
 	}
+	var gate <-chan struct{}
+	if len(r.held) > 0 {
+		gate = r.gateCh
+	}
 	select {
+	case <-gate:
 	case m := <-r.msgs:
 		msg, err := r.decode(ctx, m)
 		return msg, err == nil && msg != nil, err
@@ -589,10 +619,33 @@ func (r *LogicalReader) flush(ctx context.Context) error {
 		}
 		r.ddlDurable = r.ddlDecoded
 	}
-	if r.upTo > r.confirmed {
-		// Only now, with everything before upTo durable in the spool, may
-		// the slot forget it.
-		r.confirmed = r.upTo
+	return r.confirm(ctx)
+}
+
+// confirm tells the server how far its WAL counts as flushed, and so may
+// be forgotten by the slot: up to upTo, everything before which is durable
+// in the spool (nothing appended is unsynced when it runs), or with a gate
+// only as far as the gate lets the spool positions through.
+func (r *LogicalReader) confirm(ctx context.Context) error {
+	target := r.upTo
+	if g := r.opts.Gate; g != nil {
+		pos := r.sink.LastPosition()
+		if n := len(r.held); n > 0 && r.held[n-1].pos == pos {
+			r.held[n-1].lsn = max(r.held[n-1].lsn, r.upTo)
+		} else {
+			r.held = append(r.held, heldLSN{pos: pos, lsn: r.upTo})
+		}
+		var allowed uint64
+		allowed, r.gateCh = g.Allowed(pos)
+		target = r.confirmed
+		i := 0
+		for ; i < len(r.held) && r.held[i].pos <= allowed; i++ {
+			target = max(target, r.held[i].lsn)
+		}
+		r.held = r.held[i:]
+	}
+	if target > r.confirmed {
+		r.confirmed = target
 		return r.sendStatus(ctx, false)
 	}
 	return nil
@@ -645,6 +698,11 @@ func (r *LogicalReader) housekeeping(ctx context.Context) error {
 		}
 	}
 	if r.unsynced == 0 {
+		if r.opts.Gate != nil && len(r.held) > 0 {
+			if err := r.confirm(ctx); err != nil {
+				return err
+			}
+		}
 		if err := r.sampleSequences(ctx, false); err != nil {
 			return err
 		}

@@ -133,23 +133,49 @@ const maxStateLen = 64
 type MasterStatus struct {
 	State        string // lower case letters, digits and '_'
 	LastPosition uint64 // the master's last captured position
+	// Sync is the master's failover.synchronous state ("on", "degraded"),
+	// empty when off; then the fields below are not sent, so that the
+	// message stays what slaves before them read. SyncSince is when it
+	// degraded (Unix milliseconds, 0 if it did not); SyncSlaves is
+	// failover.synchronous_slaves and Slaves how many slaves the master
+	// keeps changes for.
+	Sync       string
+	SyncSince  int64
+	SyncSlaves uint16
+	Slaves     uint16
 }
 
 func (MasterStatus) frameType() frameType { return typeMasterStatus }
 
 func (m MasterStatus) encode(buf []byte) ([]byte, []byte) {
 	buf = appendStr(buf, m.State)
-	return appendU64(buf, m.LastPosition), nil
+	buf = appendU64(buf, m.LastPosition)
+	if m.Sync != "" {
+		buf = appendStr(buf, m.Sync)
+		buf = appendU64(buf, uint64(m.SyncSince))
+		buf = appendU16(buf, m.SyncSlaves)
+		buf = appendU16(buf, m.Slaves)
+	}
+	return buf, nil
 }
 
 func decodeMasterStatus(p []byte) (MasterStatus, error) {
 	d := decoder{b: p}
 	m := MasterStatus{State: d.str("master status state", maxStateLen), LastPosition: d.u64("master status position")}
+	if d.err == nil && len(d.b) > 0 {
+		m.Sync = d.str("master status synchronous state", maxStateLen)
+		m.SyncSince = int64(d.u64("master status degraded since"))
+		m.SyncSlaves = d.u16("master status synchronous slaves")
+		m.Slaves = d.u16("master status slaves")
+	}
 	if err := d.done("master status"); err != nil {
 		return MasterStatus{}, err
 	}
 	if !validState(m.State) {
 		return MasterStatus{}, protocolf("master status: state %q is not a state name", m.State)
+	}
+	if m.Sync != "" && !validState(m.Sync) {
+		return MasterStatus{}, protocolf("master status: synchronous state %q is not a state name", m.Sync)
 	}
 	return m, nil
 }

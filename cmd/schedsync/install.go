@@ -48,6 +48,13 @@ func (a *app) runInstall(cmd *cobra.Command, cfg *config.Config, _ []string) err
 		return err // capture's errors say what to do (e.g. capture.allow_no_pk)
 	}
 	printInstallReport(a.stdout, cfg, report)
+	if cfg.Failover.Synchronous && cfg.Node.Role == config.RoleMaster {
+		_, advice, err := capture.SynchronousCheck(ctx, conn)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, advice)
+	}
 	return nil
 }
 

@@ -126,5 +126,27 @@ func printPromote(w io.Writer, res service.PromoteResult) {
 	if res.Dropped > 0 {
 		fmt.Fprintf(w, "NOT APPLIED: %d received transaction(s), kept in %s\n", res.Dropped, res.DroppedDir)
 	}
+	if line := syncLine(res); line != "" {
+		fmt.Fprintln(w, line)
+	}
 	fmt.Fprintf(w, "took %.3fs\n", res.TookSeconds)
+}
+
+// syncLine says what the old master's failover.synchronous means for what
+// this promotion may have lost.
+func syncLine(res service.PromoteResult) string {
+	ms := res.MasterSynchronous
+	switch {
+	case ms == nil || res.Dropped > 0:
+		return ""
+	case ms.State == service.SyncDegraded:
+		return fmt.Sprintf("the old master was ASYNCHRONOUS since %s (failover.synchronous degraded: no slave held its commits): what it committed since then and did not ship may be lost",
+			ms.DegradedSince.Format(time.RFC3339))
+	case ms.SynchronousSlaves >= ms.Slaves:
+		return fmt.Sprintf("nothing acknowledged was lost: the old master was synchronous (failover.synchronous), every commit it acknowledged was held by its %d slave(s) first, as last heard %s",
+			ms.Slaves, ms.Heard.Format(time.RFC3339))
+	default:
+		return fmt.Sprintf("the old master was synchronous with %d of its %d slaves: every commit it acknowledged is on %d of them, not necessarily this one; promote the slave with the highest received_position",
+			ms.SynchronousSlaves, ms.Slaves, ms.SynchronousSlaves)
+	}
 }

@@ -22,7 +22,11 @@ const repositoryConnectTimeout = 30 * time.Second
 // cannot be reached is a failure (exit 1). Neither message shows a password:
 // pgx redacts it from its errors.
 func (a *app) connectRepository(ctx context.Context, cfg *config.Config, purpose string) (*pgx.Conn, error) {
-	pcfg, err := service.RepositoryConnConfig(cfg.Repository.URL, purpose)
+	connConfig := service.RepositoryConnConfig
+	if cfg.Node.Role == config.RoleMaster {
+		connConfig = service.MasterConnConfig
+	}
+	pcfg, err := connConfig(cfg.Repository.URL, purpose)
 	if err != nil {
 		return nil, usageError(fmt.Errorf("config %s: %w", a.configPath, err))
 	}

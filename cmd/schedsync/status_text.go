@@ -70,6 +70,12 @@ func formatStatus(w io.Writer, st service.Status, now time.Time) {
 			row("replication slot", slot)
 		}
 	}
+	switch st.Synchronous {
+	case service.SyncOn:
+		row("synchronous", "on: commits wait until a slave holds them")
+	case service.SyncDegraded:
+		row("synchronous", "degraded: asynchronous since "+st.SynchronousSince.Local().Format(time.RFC3339)+"; synchronous again once a slave has caught up")
+	}
 	row("lag", fmt.Sprintf("%.1fs", st.LagSeconds))
 	row("backlog", humanBytes(st.BacklogBytes))
 	if !st.StartedAt.IsZero() {

@@ -168,6 +168,16 @@ type FailoverConfig struct {
 	Witness  string
 	ProbeURL string
 	MaxLag   Size
+	// Synchronous (failover.synchronous, logical mode): capture reports
+	// the master's WAL flushed only once SynchronousSlaves slaves hold it
+	// durably, so that with synchronous_standby_names naming capture a
+	// commit returns only then. With no such slave for SynchronousTimeout
+	// capture goes asynchronous (and back once a slave caught up), unless
+	// SynchronousStrict, where commits wait.
+	Synchronous        bool
+	SynchronousSlaves  int
+	SynchronousStrict  bool
+	SynchronousTimeout time.Duration
 }
 
 // ApplyConfig tunes how the slave groups source transactions into one
@@ -205,7 +215,7 @@ func DefaultConfig() Config {
 			CompressionLevel: "fastest",
 		},
 		Log:      LogConfig{Level: "info", Format: "text"},
-		Failover: FailoverConfig{Timeout: 30 * time.Second, MaxLag: 1 * MiB},
+		Failover: FailoverConfig{Timeout: 30 * time.Second, MaxLag: 1 * MiB, SynchronousSlaves: 1, SynchronousTimeout: 10 * time.Second},
 		Apply: ApplyConfig{
 			BatchMaxBytes: 8 * MiB,
 			BatchMaxDelay: 10 * time.Millisecond,

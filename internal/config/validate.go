@@ -271,6 +271,16 @@ func (v *validator) failover(c *Config) {
 			"use at least %d × sync.heartbeat (%s): a master is declared dead only after it missed several heartbeats",
 			failoverHeartbeats, min))
 	}
+	if f.Synchronous && c.Capture.Mode == CaptureTrigger {
+		v.problem("failover.synchronous", "true", "needs capture.mode = logical",
+			"trigger capture reads committed rows and cannot hold a commit until a slave has it; use capture.mode = logical, or set failover.synchronous = false")
+	}
+	if f.SynchronousSlaves < 1 {
+		v.bad("failover.synchronous_slaves", strconv.Itoa(f.SynchronousSlaves), "use 1 or more: how many slaves must hold a commit durably before it returns")
+	}
+	if f.SynchronousTimeout <= 0 {
+		v.bad("failover.synchronous_timeout", f.SynchronousTimeout.String(), "use a duration above 0, such as 10s (or failover.synchronous_strict = true to wait for ever)")
+	}
 	if f.Auto && f.Witness == "" {
 		v.problem("failover.witness", "", "is required when failover.auto = true",
 			"name a third party the slave must reach before it promotes itself (a libpq URL of another PostgreSQL server, or host:port), "+

@@ -243,6 +243,7 @@ type status struct {
 	Slot             string        `json:"slot"`
 	SlotRetainedWAL  *int64        `json:"slot_retained_wal_bytes"`
 	Warnings         []string      `json:"warnings"`
+	Synchronous      string        `json:"synchronous"`
 }
 
 type slaveStatus struct {

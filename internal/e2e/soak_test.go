@@ -109,7 +109,7 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	diskFull := os.Geteuid() == 0
 	if diskFull {
 		// Big enough for resync's backup and the free space it keeps.
-		mountSmallFS(t, w.slave.spool, 1<<30)
+		mountSmallFS(t, w.slave, 1<<30)
 	} else {
 		t.Log("not root: no small filesystem for the slave's spool.dir, so no disk-full faults")
 	}

@@ -105,7 +105,7 @@ func TestSlaveSpoolDiskFull(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
 	w := newWorld(t, ctx, "logical")
-	mountSmallFS(t, w.slave.spool, 64<<20)
+	mountSmallFS(t, w.slave, 64<<20)
 	l, ok := w.installAndLoad(t, ctx)
 	if !ok {
 		return
@@ -232,10 +232,11 @@ func flipByte(t *testing.T, path string, off int64) {
 	}
 }
 
-// mountSmallFS mounts a tmpfs of size bytes on dir (root only), unmounted
-// when the test ends.
-func mountSmallFS(t *testing.T, dir string, size int64) {
+// mountSmallFS mounts a tmpfs of size bytes on the node's spool.dir (root
+// only), unmounted when the test ends.
+func mountSmallFS(t *testing.T, n *node, size int64) {
 	t.Helper()
+	dir := n.spool
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -243,9 +244,12 @@ func mountSmallFS(t *testing.T, dir string, size int64) {
 	if err != nil {
 		t.Fatalf("mount a tmpfs on %s: %v: %s", dir, err, out)
 	}
-	// Lazily: the service may still hold files there; the node's cleanup
-	// kills it afterwards.
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	// The service first: its pid file is on the mount, so once unmounted
+	// neither the node's cleanup nor the reaper could find it.
+	t.Cleanup(func() {
+		n.killIfRunning(t)
+		_ = exec.Command("umount", "-l", dir).Run()
+	})
 }
 
 // fillDisk fills the filesystem of dir with a file and returns what

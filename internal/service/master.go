@@ -49,6 +49,8 @@ type Master struct {
 	sp   *spool.Spool
 	sink *spoolSink
 	reg  *registry
+	// gate is failover.synchronous (nil when off).
+	gate *syncGate
 	// epoch is the capture history capture spools into (0 until capture
 	// first connected); kept in identity.json for a master whose
 	// repository is down.
@@ -75,7 +77,7 @@ type Master struct {
 
 // NewMaster checks the configuration of a master; Run starts it.
 func NewMaster(cfg config.Config, log *slog.Logger, o NodeOptions) (*Master, error) {
-	connCfg, err := RepositoryConnConfig(cfg.Repository.URL, "master")
+	connCfg, err := MasterConnConfig(cfg.Repository.URL, "master")
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +106,10 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	m.sink = &spoolSink{sp: m.sp, met: m.opts.Metrics}
 	if m.reg, err = loadRegistry(filepath.Join(m.cfg.Spool.Dir, "slaves.json")); err != nil {
 		return err
+	}
+	if m.cfg.Failover.Synchronous && m.cfg.Capture.Mode == config.CaptureLogical {
+		f := m.cfg.Failover
+		m.gate = newSyncGate(f.SynchronousSlaves, f.SynchronousStrict, f.SynchronousTimeout, m.reg, m.log, m.stateChanged)
 	}
 	m.loadIdentity()
 	if err := m.loadGeneration(); err != nil {
@@ -170,10 +176,14 @@ type slotReporter interface {
 // newReader makes the capture reader of the configured mode.
 func (m *Master) newReader() capture.Reader {
 	if m.cfg.Capture.Mode == config.CaptureLogical {
-		return capture.NewLogicalReader(capture.LogicalOptions{
+		opts := capture.LogicalOptions{
 			ConnConfig: m.connCfg, PollInterval: m.cfg.Capture.PollInterval, Logger: m.log,
 			SequenceSchemas: m.cfg.Repository.Schemas,
-		}, m.sink)
+		}
+		if m.gate != nil {
+			opts.Gate = m.gate
+		}
+		return capture.NewLogicalReader(opts, m.sink)
 	}
 	return capture.NewTriggerReader(capture.TriggerOptions{
 		ConnConfig: m.connCfg, BatchChanges: m.cfg.Capture.BatchSize,
@@ -391,6 +401,23 @@ func (m *Master) setState(state, errText string) {
 	m.changed = make(chan struct{})
 }
 
+// stateChanged tells the slaves' sessions to send the master's state again
+// (the synchronous state changed).
+func (m *Master) stateChanged() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// syncState is the synchronous state status and the slaves are told.
+func (m *Master) syncState() (string, time.Time) {
+	if m.gate == nil {
+		return "", time.Time{}
+	}
+	return m.gate.state()
+}
+
 // wireState is the state slaves are told: whether the master repository is
 // reachable.
 func (m *Master) wireState() (string, <-chan struct{}) {
@@ -446,6 +473,7 @@ func (m *Master) Status() Status {
 	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
 	st.Warnings = append([]string(nil), m.ddlWarnings...)
+	st.Synchronous, st.SynchronousSince = m.syncState()
 	st.Generation = m.gen.Load()
 	st.CaptureEpoch = epochText(m.epoch.Load())
 	if m.slot != nil {

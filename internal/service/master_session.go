@@ -372,6 +372,9 @@ func (m *Master) receiveAcks(ctx context.Context, sess *masterSession) error {
 // is connected.
 func (m *Master) ack(sess *masterSession, received, applied uint64) {
 	out, err := m.reg.ack(sess.name, received, applied, m.sp, int64(m.cfg.Spool.MaxBacklog))
+	if m.gate != nil {
+		m.gate.acked()
+	}
 	if out.released {
 		m.log.Info("slave caught up within spool.max_backlog after its resync; its backup's pin is released", "slave", sess.name)
 	}
@@ -388,7 +391,16 @@ func (m *Master) ack(sess *masterSession, received, applied uint64) {
 func (m *Master) sendMasterStatus(ctx context.Context, sess *masterSession) error {
 	for {
 		state, changed := m.wireState()
-		if err := sess.conn.Send(ctx, ship.MasterStatus{State: state, LastPosition: m.sp.DurablePosition()}); err != nil {
+		ms := ship.MasterStatus{State: state, LastPosition: m.sp.DurablePosition()}
+		if m.gate != nil {
+			var since time.Time
+			ms.Sync, since = m.gate.state()
+			if !since.IsZero() {
+				ms.SyncSince = since.UnixMilli()
+			}
+			ms.SyncSlaves, ms.Slaves = uint16(m.gate.n), uint16(m.reg.count())
+		}
+		if err := sess.conn.Send(ctx, ms); err != nil {
 			return err
 		}
 		select {

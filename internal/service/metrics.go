@@ -42,6 +42,7 @@ var (
 	descSpoolBytes = desc("spool_bytes", "Bytes in spool.dir's segment files.")
 	descSpoolSegs  = desc("spool_segments", "Segment files in spool.dir.")
 	descSlotWAL    = desc("slot_retained_wal_bytes", "Master, logical capture: WAL the replication slot keeps on the master.")
+	descSync       = desc("synchronous", "failover.synchronous: 1 for the current state (on: commits wait for slaves; degraded: asynchronous for now), 0 for the other; on a slave, what its master said.", "state")
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -89,4 +90,13 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descSpoolBytes, float64(st.SpoolBytes))
 	gauge(descSpoolSegs, float64(st.SpoolSegments))
+	if st.Synchronous != "" {
+		for _, s := range []string{SyncOn, SyncDegraded} {
+			v := 0.0
+			if s == st.Synchronous {
+				v = 1
+			}
+			gauge(descSync, v, s)
+		}
+	}
 }

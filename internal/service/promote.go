@@ -47,6 +47,9 @@ type PromoteResult struct {
 	TookSeconds     float64 `json:"took_seconds"`
 	// HookError: the node is master, but failover.promote_command failed.
 	HookError string `json:"hook_error,omitempty"`
+	// MasterSynchronous is the old master's failover.synchronous state as
+	// this slave last heard it; nil if it was not synchronous.
+	MasterSynchronous *MasterSync `json:"master_synchronous,omitempty"`
 }
 
 // promoter turns a slave whose receiving and applying have stopped into a
@@ -70,6 +73,11 @@ const promoteApplyTimeout = 5 * time.Minute
 func (p *promoter) run(ctx context.Context) (PromoteResult, error) {
 	start := time.Now()
 	res := PromoteResult{Name: p.cfg.Node.Name, Listen: p.cfg.Sync.Listen}
+	ms, err := LoadMasterSync(p.cfg.Spool.Dir)
+	if err != nil {
+		p.log.Warn("could not read the old master's synchronous state", "err", err)
+	}
+	res.MasterSynchronous = ms
 	target := p.sp.DurablePosition()
 	applied, err := p.drain(ctx, target)
 	res.AppliedPosition = applied

@@ -22,3 +22,18 @@ func RepositoryConnConfig(url, purpose string) (*pgx.ConnConfig, error) {
 	c.RuntimeParams["default_transaction_read_only"] = "off"
 	return c, nil
 }
+
+// MasterConnConfig is RepositoryConnConfig for a session on a master's
+// repository. It commits with synchronous_commit = local: with
+// synchronous_standby_names naming capture (failover.synchronous), every
+// commit waits until capture reports it flushed, and capture would wait
+// on its own writes (capture_state, its sequence samples), on install's
+// and on backup's.
+func MasterConnConfig(url, purpose string) (*pgx.ConnConfig, error) {
+	c, err := RepositoryConnConfig(url, purpose)
+	if err != nil {
+		return nil, err
+	}
+	c.RuntimeParams["synchronous_commit"] = "local"
+	return c, nil
+}

@@ -55,16 +55,19 @@ type Slave struct {
 	// acks wakes the acknowledger: records were appended or applied.
 	acks chan struct{}
 
-	mu          sync.Mutex
-	spView      *spool.Spool // s.sp, for readers outside the loops (Status)
-	state       string
-	lastErr     string
-	masterState string
-	masterLast  uint64
-	behindSince time.Time
-	startedAt   time.Time
-	applyState  string // apply_error or repository_unavailable while apply is stopped
-	applyErr    string
+	mu     sync.Mutex
+	spView *spool.Spool // s.sp, for readers outside the loops (Status)
+	// masterSync is what the master last said of failover.synchronous.
+	masterSync      MasterSync
+	masterSyncKnown bool
+	state           string
+	lastErr         string
+	masterState     string
+	masterLast      uint64
+	behindSince     time.Time
+	startedAt       time.Time
+	applyState      string // apply_error or repository_unavailable while apply is stopped
+	applyErr        string
 
 	conn    *ship.Conn // the current session, for requests
 	applier *apply.Applier
@@ -343,6 +346,7 @@ func (s *Slave) receive(ctx context.Context, conn *ship.Conn) error {
 			s.mu.Lock()
 			s.masterState, s.masterLast = v.State, max(s.masterLast, v.LastPosition)
 			s.mu.Unlock()
+			s.recordMasterSync(v)
 		case ship.Heartbeat:
 			s.mu.Lock()
 			s.masterLast = max(s.masterLast, v.Position)
@@ -401,6 +405,7 @@ func (s *Slave) Status() Status {
 		st.State, st.Error = s.applyState, s.applyErr
 	}
 	st.AutoFailoverHeld = s.autoHeld
+	st.Synchronous, st.SynchronousSince = s.masterSync.State, s.masterSync.DegradedSince
 	applied := s.applied.Load()
 	st.Position = applied
 	st.Generation = s.generation.Load()

@@ -71,6 +71,11 @@ type Status struct {
 	// bytes in its segment files and their number.
 	SpoolBytes    int64 `json:"spool_bytes"`
 	SpoolSegments int   `json:"spool_segments"`
+	// Synchronous is failover.synchronous on a master: "on" (commits wait
+	// for slaves) or "degraded" (asynchronous since SynchronousSince);
+	// empty when off. On a slave, what its master last said.
+	Synchronous      string    `json:"synchronous,omitempty"`
+	SynchronousSince time.Time `json:"synchronous_degraded_since,omitzero"`
 	// CaptureMode is the master's capture.mode; in logical mode Slot is
 	// its replication slot and SlotRetainedWALBytes the WAL the slot keeps
 	// on the master (an orphaned or stuck slot makes it grow).
