@@ -77,6 +77,9 @@ type options struct {
 	jsonOut   string
 	keep      bool
 	logLevel  string
+	// rate is pgbench -R: transactions per second; 0 is unthrottled.
+	// With it, latencies are reported too.
+	rate int
 }
 
 func parseFlags() options {
@@ -87,12 +90,13 @@ func parseFlags() options {
 	flag.IntVar(&o.scale, "scale", 10, "pgbench -i -s")
 	flag.IntVar(&o.clients, "clients", 4, "pgbench -c")
 	flag.IntVar(&o.threads, "threads", 2, "pgbench -j")
-	flag.StringVar(&modes, "modes", "none,decoding,trigger,logical", "comma-separated modes, measured in this order within a round: none, decoding, trigger, logical, native (native needs -with-slave)")
+	flag.StringVar(&modes, "modes", "none,decoding,trigger,logical", "comma-separated modes, measured in this order within a round: none, decoding, triggers, trigger, logical, native, logical-sync, native-sync (the last three need -with-slave)")
 	flag.BoolVar(&o.withSlave, "with-slave", false, "also run a slave service on a second cluster, applying what the master captures")
 	flag.StringVar(&o.bin, "bin", "", "schedsync binary to use instead of building ./cmd/schedsync")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every measurement to this file as JSON")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, spools, logs) and the clusters' files")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log.level of the schedsync services")
+	flag.IntVar(&o.rate, "rate", 0, "pgbench -R: throttle to this many transactions a second and report commit latencies (0: unthrottled)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		usage("unexpected arguments: " + strings.Join(flag.Args(), " "))
@@ -104,8 +108,8 @@ func parseFlags() options {
 	if o.rounds < 1 || o.scale < 1 || o.clients < 1 || o.threads < 1 {
 		usage("-rounds, -scale, -clients and -threads must be at least 1")
 	}
-	if slices.Contains(o.modes, modeNative) && !o.withSlave {
-		usage("mode native replicates to a slave: add -with-slave")
+	if slices.ContainsFunc(o.modes, func(m string) bool { return m == modeNative || m == modeLogicalSync || m == modeNativeSync }) && !o.withSlave {
+		usage("modes native, logical-sync and native-sync replicate to a slave: add -with-slave")
 	}
 	if o.threads > o.clients {
 		usage("-threads must not exceed -clients (pgbench refuses it)")
@@ -123,8 +127,8 @@ func parseModes(s string) ([]string, error) {
 	for _, m := range strings.Split(s, ",") {
 		m = strings.TrimSpace(m)
 		switch {
-		case !slices.Contains([]string{modeNone, modeTrigger, modeLogical, modeDecoding, modeNative, modeTriggers}, m):
-			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, triggers, trigger, logical or native)", m)
+		case !slices.Contains([]string{modeNone, modeTrigger, modeLogical, modeDecoding, modeNative, modeTriggers, modeLogicalSync, modeNativeSync}, m):
+			return nil, fmt.Errorf("-modes: unknown mode %q (want none, decoding, triggers, trigger, logical, native, logical-sync or native-sync)", m)
 		case slices.Contains(modes, m):
 			return nil, fmt.Errorf("-modes: %s given twice", m)
 		}
@@ -139,7 +143,9 @@ func usage(msg string) {
 }
 
 func (o options) needsBinary() bool {
-	return slices.ContainsFunc(o.modes, func(m string) bool { return m == modeTrigger || m == modeLogical || m == modeTriggers })
+	return slices.ContainsFunc(o.modes, func(m string) bool {
+		return m == modeTrigger || m == modeLogical || m == modeTriggers || m == modeLogicalSync
+	})
 }
 
 func main() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
@@ -23,6 +24,9 @@ type measurement struct {
 	// Drain is how long after pgbench's end the master's position still
 	// moved (capture trailing the load); -1 if drain did not finish.
 	Drain time.Duration
+	// With -rate: pgbench's commit latency, average, median and 99th
+	// percentile, in milliseconds.
+	LatAvg, LatP50, LatP99 float64
 }
 
 // measure takes one measurement of mode, with configs and spools under
@@ -34,12 +38,21 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 	}
 	var d *deployment
 	var nat *nativeReplication
-	if mode == modeNative {
+	if mode == modeNative || mode == modeNativeSync {
 		var err error
 		if nat, err = startNative(ctx, w); err != nil {
 			return m, err
 		}
 		defer nat.stop()
+		if mode == modeNativeSync {
+			if err := w.setStandbyNames(ctx, "tpsbench_native"); err != nil {
+				return m, err
+			}
+			defer w.setStandbyNames(context.WithoutCancel(ctx), "")
+			if err := w.waitSyncStandby(ctx, "tpsbench_native"); err != nil {
+				return m, err
+			}
+		}
 	} else if mode == modeDecoding {
 		r, err := startDecoding(ctx, w)
 		if err != nil {
@@ -64,13 +77,32 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 		if err := d.up(ctx); err != nil {
 			return m, err
 		}
+		if mode == modeLogicalSync {
+			// After install and start: schedsync's own commits must not
+			// wait on capture, whatever the order.
+			if err := w.setStandbyNames(ctx, "schedsync_capture"); err != nil {
+				return m, err
+			}
+			defer w.setStandbyNames(context.WithoutCancel(ctx), "")
+			if err := w.waitSyncStandby(ctx, "schedsync_capture"); err != nil {
+				return m, err
+			}
+		}
 	}
 	if err := w.checkpoint(ctx); err != nil {
 		return m, err
 	}
 	cpu := startCPU(ctx, d)
-	out, err := benchkit.Pgbench(ctx, w.master.Bin("pgbench"), "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.threads),
-		"-T", strconv.Itoa(int(o.duration.Round(time.Second).Seconds())), "-n", "-M", "prepared", w.masterURL())
+	args := []string{"-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.threads),
+		"-T", strconv.Itoa(int(o.duration.Round(time.Second).Seconds())), "-n", "-M", "prepared"}
+	logPrefix := filepath.Join(dir, "pgbench_log")
+	if o.rate > 0 {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return m, err
+		}
+		args = append(args, "-R", strconv.Itoa(o.rate), "-l", "--log-prefix", logPrefix)
+	}
+	out, err := benchkit.Pgbench(ctx, w.master.Bin("pgbench"), append(args, w.masterURL())...)
 	if err != nil {
 		return m, err
 	}
@@ -78,6 +110,11 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 	m.MasterCPU, m.SlaveCPU, m.BusyCPU = cpu.stop()
 	if m.TPS, err = parseTPS(out); err != nil {
 		return m, err
+	}
+	if o.rate > 0 {
+		if m.LatAvg, m.LatP50, m.LatP99, err = latencies(out, logPrefix); err != nil {
+			return m, err
+		}
 	}
 	if nat != nil {
 		if err := nat.drain(ctx, 5*time.Minute); err != nil {

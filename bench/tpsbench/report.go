@@ -58,7 +58,11 @@ func printMeasurement(m measurement) {
 		}
 		fmt.Printf(", capture drained %s after pgbench", secs(m.Drain))
 	}
-	fmt.Printf(", machine busy %s\n", secs(m.BusyCPU))
+	fmt.Printf(", machine busy %s", secs(m.BusyCPU))
+	if m.LatP50 > 0 {
+		fmt.Printf(", commit latency avg %.2f ms, p50 %.2f ms, p99 %.2f ms", m.LatAvg, m.LatP50, m.LatP99)
+	}
+	fmt.Println()
 }
 
 // secs formats a duration in seconds; negative means unknown.
@@ -75,6 +79,7 @@ type modeSummary struct {
 	tps  []float64
 	// per round; negative values are unknown and left out of medians
 	masterCPU, slaveCPU, busyCPU, drain []time.Duration
+	latAvg, latP50, latP99              []float64 // with -rate
 }
 
 func summarize(o options, results []measurement) []modeSummary {
@@ -90,6 +95,11 @@ func summarize(o options, results []measurement) []modeSummary {
 			s.slaveCPU = append(s.slaveCPU, m.SlaveCPU)
 			s.busyCPU = append(s.busyCPU, m.BusyCPU)
 			s.drain = append(s.drain, m.Drain)
+			if m.LatP50 > 0 {
+				s.latAvg = append(s.latAvg, m.LatAvg)
+				s.latP50 = append(s.latP50, m.LatP50)
+				s.latP99 = append(s.latP99, m.LatP99)
+			}
 		}
 		out = append(out, s)
 	}
@@ -122,6 +132,17 @@ func printSummary(o options, results []measurement) {
 		fmt.Fprintln(tw, summaryRow(o, s, base))
 	}
 	_ = tw.Flush()
+	if o.rate > 0 {
+		fmt.Printf("\n== commit latency at pgbench -R %d (medians over the rounds, ms)\n", o.rate)
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "mode\tavg\tp50\tp99\t")
+		for _, s := range sums {
+			if len(s.latAvg) > 0 {
+				fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t\n", s.mode, benchkit.Median(s.latAvg), benchkit.Median(s.latP50), benchkit.Median(s.latP99))
+			}
+		}
+		_ = tw.Flush()
+	}
 	printAim(sums, base)
 }
 

@@ -58,13 +58,16 @@ func newDeployment(o options, w *world, dir, mode string) (*deployment, error) {
 	_, _ = rand.Read(tok)
 	common := []string{
 		"repository.schemas=public",
-		"capture.mode=" + mode,
+		"capture.mode=" + captureMode(mode),
 		"capture.allow_no_pk=true", // pgbench_history has no primary key
 		"sync.listen=127.0.0.1:" + strconv.Itoa(port),
 		"sync.token=" + hex.EncodeToString(tok),
 		"master.host=127.0.0.1",
 		"master.port=" + strconv.Itoa(port),
 		"log.level=" + o.logLevel,
+	}
+	if mode == modeLogicalSync {
+		common = append(common, "failover.synchronous=true")
 	}
 	d := &deployment{}
 	if d.master, err = writeNode(o.bin, dir, "tps-master", "master", w.masterURL(), common); err != nil {
