@@ -62,6 +62,9 @@ const (
 	// saturates), 2 ms 9.4 / 61 ms, 3 ms 5.0 / 17 ms, 5 ms 7.8 / 24 ms,
 	// 10 ms 9.8 / 18 ms.
 	minSyncGap = 3 * time.Millisecond
+	// gateRecheck is how often held positions are put to the gate again
+	// without an ack, so that it can time out (failover.synchronous).
+	gateRecheck = 100 * time.Millisecond
 	// stateInterval is how often capture_state is written while changes
 	// arrive; slotCheckInterval how often the slot's retained WAL is read.
 	stateInterval     = time.Second
@@ -126,8 +129,9 @@ type LogicalReader struct {
 
 	// held are durable spool positions and the LSN each lets the server
 	// count as flushed, that the gate has not let through yet.
-	held   []heldLSN
-	gateCh <-chan struct{} // from the gate's last answer
+	held      []heldLSN
+	gateCh    <-chan struct{} // from the gate's last answer
+	gateAsked time.Time
 }
 
 type heldLSN struct {
@@ -627,28 +631,51 @@ func (r *LogicalReader) flush(ctx context.Context) error {
 // in the spool (nothing appended is unsynced when it runs), or with a gate
 // only as far as the gate lets the spool positions through.
 func (r *LogicalReader) confirm(ctx context.Context) error {
-	target := r.upTo
-	if g := r.opts.Gate; g != nil {
-		pos := r.sink.LastPosition()
-		if n := len(r.held); n > 0 && r.held[n-1].pos == pos {
-			r.held[n-1].lsn = max(r.held[n-1].lsn, r.upTo)
-		} else {
-			r.held = append(r.held, heldLSN{pos: pos, lsn: r.upTo})
-		}
-		var allowed uint64
-		allowed, r.gateCh = g.Allowed(pos)
-		target = r.confirmed
-		i := 0
-		for ; i < len(r.held) && r.held[i].pos <= allowed; i++ {
-			target = max(target, r.held[i].lsn)
-		}
-		r.held = r.held[i:]
+	if r.opts.Gate == nil {
+		return r.confirmTo(ctx, r.upTo)
 	}
+	pos := r.sink.LastPosition()
+	if n := len(r.held); n > 0 && r.held[n-1].pos == pos {
+		r.held[n-1].lsn = max(r.held[n-1].lsn, r.upTo)
+	} else {
+		r.held = append(r.held, heldLSN{pos: pos, lsn: r.upTo})
+	}
+	return r.release(ctx)
+}
+
+// release confirms what the gate lets through of the held positions.
+func (r *LogicalReader) release(ctx context.Context) error {
+	allowed, ch := r.opts.Gate.Allowed(r.held[len(r.held)-1].pos)
+	r.gateCh, r.gateAsked = ch, time.Now()
+	target := r.confirmed
+	i := 0
+	for ; i < len(r.held) && r.held[i].pos <= allowed; i++ {
+		target = max(target, r.held[i].lsn)
+	}
+	r.held = r.held[i:]
+	return r.confirmTo(ctx, target)
+}
+
+func (r *LogicalReader) confirmTo(ctx context.Context, target pglogrepl.LSN) error {
 	if target > r.confirmed {
 		r.confirmed = target
 		return r.sendStatus(ctx, false)
 	}
 	return nil
+}
+
+// gateMoved reports whether the gate may let more through than when it
+// was last asked.
+func (r *LogicalReader) gateMoved() bool {
+	if len(r.held) == 0 {
+		return false
+	}
+	select {
+	case <-r.gateCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // sampleSequences appends the sequences that moved as a transaction of
@@ -697,12 +724,13 @@ func (r *LogicalReader) housekeeping(ctx context.Context) error {
 			return err
 		}
 	}
-	if r.unsynced == 0 {
-		if r.opts.Gate != nil && len(r.held) > 0 {
-			if err := r.confirm(ctx); err != nil {
-				return err
-			}
+	// Under load as well as idle: a commit waits on this (failover.synchronous).
+	if r.opts.Gate != nil && len(r.held) > 0 && (r.gateMoved() || time.Since(r.gateAsked) >= gateRecheck) {
+		if err := r.release(ctx); err != nil {
+			return err
 		}
+	}
+	if r.unsynced == 0 {
 		if err := r.sampleSequences(ctx, false); err != nil {
 			return err
 		}
