@@ -56,7 +56,7 @@ func (a *app) runRefetch(ctx context.Context, cfg *config.Config) error {
 		fmt.Fprintf(a.stdout, "no spool in %s: the next start fetches from the master anyway\n", cfg.Spool.Dir)
 		return nil
 	}
-	to := filepath.Join(cfg.Spool.Dir, "spool.damaged-"+time.Now().UTC().Format("20060102T150405Z"))
+	to := filepath.Join(cfg.Spool.Dir, "spool.damaged-"+time.Now().UTC().Format("20060102T150405.000000000Z"))
 	if err := os.Rename(from, to); err != nil {
 		return fmt.Errorf("move the spool aside: %w", err)
 	}

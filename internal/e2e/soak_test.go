@@ -218,6 +218,8 @@ func (w *world) killResync(t *testing.T, rng *mrand.Rand, outcomes map[string]in
 	t.Helper()
 	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
 	cmd.Env = childEnv()
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Error(err)
 		return false
@@ -240,7 +242,7 @@ func (w *world) killResync(t *testing.T, rng *mrand.Rand, outcomes map[string]in
 		w.resyncTook = time.Since(began)
 		outcomes["resync finished before the kill"]++
 		if err != nil {
-			t.Errorf("resync --force: %v\n%s", err, w.slave.logTail(30))
+			t.Errorf("resync --force: %v\n%s\n%s", err, out.String(), w.slave.logTail(30))
 			return false
 		}
 	case <-kill:
@@ -346,6 +348,13 @@ func (w *world) corruptSpool(t *testing.T, ctx context.Context, outcomes map[str
 		return false
 	}
 	w.slave.start(t)
+	// As the README says: delete it once the slave streams again.
+	damaged, _ := filepath.Glob(filepath.Join(w.slave.spool, "spool.damaged-*"))
+	for _, d := range damaged {
+		if err := os.RemoveAll(d); err != nil {
+			t.Error(err)
+		}
+	}
 	return true
 }
 
