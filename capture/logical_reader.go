@@ -382,7 +382,9 @@ func (r *LogicalReader) Serve(ctx context.Context) (err error) {
 		if err != nil {
 			return r.stopped(ctx, err)
 		}
-		if !ok && r.unsynced > 0 {
+		// Lingering batches syncs at a cost in latency; with a gate the
+		// commits themselves wait for the flush, and batch by waiting.
+		if !ok && r.unsynced > 0 && r.opts.Gate == nil {
 			if m, ok, err = r.linger(ctx); err != nil {
 				return r.stopped(ctx, err)
 			}

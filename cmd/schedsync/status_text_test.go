@@ -55,3 +55,22 @@ func TestFormatStatusSlave(t *testing.T) {
 		t.Errorf("a slave's status shows a slaves table:\n%s", b.String())
 	}
 }
+
+func TestPromoteSaysWhatSynchronousMeans(t *testing.T) {
+	since := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	cases := []struct {
+		ms   *service.MasterSync
+		want string
+	}{
+		{nil, ""},
+		{&service.MasterSync{State: service.SyncOn, SynchronousSlaves: 1, Slaves: 1}, "nothing acknowledged was lost"},
+		{&service.MasterSync{State: service.SyncOn, SynchronousSlaves: 1, Slaves: 2}, "promote the slave with the highest received_position"},
+		{&service.MasterSync{State: service.SyncDegraded, DegradedSince: since, SynchronousSlaves: 1, Slaves: 1}, "ASYNCHRONOUS since 2026-12-02T10:00:00Z"},
+	}
+	for _, c := range cases {
+		got := syncLine(service.PromoteResult{MasterSynchronous: c.ms})
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("%+v: %q, want it to say %q", c.ms, got, c.want)
+		}
+	}
+}
