@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	mrand "math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,18 +38,14 @@ CREATE INDEX scheduled_tasks_due ON dbsched.scheduled_tasks (execution_time) WHE
 // (deleted, or rescheduled if recurring) or failed; now and then a task
 // is paused (execution time infinity) or renamed (its key updated).
 type dbschedLoad struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	*loop
 	txns   atomic.Int64
 	errors atomic.Int64
 }
 
 func startDBSchedLoad(pool *pgxpool.Pool) *dbschedLoad {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &dbschedLoad{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
+	l := &dbschedLoad{}
+	l.loop = startLoop(func(ctx context.Context) {
 		rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
 		for i := 0; i < 20; i++ { // the recurring tasks
 			l.exec(ctx, pool, `INSERT INTO dbsched.scheduled_tasks (task_name, task_instance, task_data, execution_time)
@@ -83,7 +78,7 @@ func startDBSchedLoad(pool *pgxpool.Pool) *dbschedLoad {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-	}()
+	})
 	return l
 }
 
@@ -96,13 +91,6 @@ func (l *dbschedLoad) exec(ctx context.Context, pool *pgxpool.Pool, sql string, 
 		return
 	}
 	l.txns.Add(1)
-}
-
-func (l *dbschedLoad) stop() {
-	l.once.Do(func() {
-		l.cancel()
-		<-l.done
-	})
 }
 
 func randBytes(n int) []byte {

@@ -409,17 +409,13 @@ func (w *world) ensureRunning(t *testing.T) {
 // ledger commits one row per transaction into soak_ledger, which has no
 // key: a transaction the slave applied twice would be a second copy.
 type ledger struct {
-	cancel    context.CancelFunc
-	done      chan struct{}
+	*loop
 	committed atomic.Int64
-	once      sync.Once
 }
 
 func startLedger(pool *pgxpool.Pool) *ledger {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &ledger{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
+	l := &ledger{}
+	l.loop = startLoop(func(ctx context.Context) {
 		for n := int64(1); ctx.Err() == nil; n++ {
 			if _, err := pool.Exec(ctx, `INSERT INTO soak_ledger (n) VALUES ($1)`, n); err == nil {
 				l.committed.Add(1)
@@ -428,31 +424,20 @@ func startLedger(pool *pgxpool.Pool) *ledger {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-	}()
-	return l
-}
-
-func (l *ledger) stop() {
-	l.once.Do(func() {
-		l.cancel()
-		<-l.done
 	})
+	return l
 }
 
 // badClients keep dialling the sync port with garbage and with a
 // well-formed but unauthenticated start, while replication runs.
 type badClients struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	tries  atomic.Int64
-	once   sync.Once
+	*loop
+	tries atomic.Int64
 }
 
 func startBadClients(addr string) *badClients {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &badClients{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(b.done)
+	b := &badClients{}
+	b.loop = startLoop(func(ctx context.Context) {
 		for i := 0; ctx.Err() == nil; i++ {
 			conn, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
@@ -472,15 +457,8 @@ func startBadClients(addr string) *badClients {
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
-	}()
-	return b
-}
-
-func (b *badClients) stop() {
-	b.once.Do(func() {
-		b.cancel()
-		<-b.done
 	})
+	return b
 }
 
 // proxy forwards the slave's connections to the master's sync port; cut

@@ -83,13 +83,7 @@ func TestSlaveSpoolCorrupt(t *testing.T) {
 	t.Log(strings.TrimSpace(out))
 	w.slave.start(t)
 	w.slave.waitStreaming(t, recoverTimeout)
-	l.stop()
-	l.report(t)
-	if !t.Run("catch up", w.waitCaughtUp) {
-		return
-	}
-	t.Run("rows equal", func(t *testing.T) { w.requireSameRows(t, ctx) })
-	t.Run("tables equal", func(t *testing.T) { w.checkEqual(t, ctx) })
+	w.finish(t, ctx, l)
 }
 
 // TestSlaveSpoolDiskFull: the filesystem of the slave's spool.dir fills up
@@ -126,13 +120,7 @@ func TestSlaveSpoolDiskFull(t *testing.T) {
 	}
 	free()
 	w.slave.waitStreaming(t, recoverTimeout)
-	l.stop()
-	l.report(t)
-	if !t.Run("catch up", w.waitCaughtUp) {
-		return
-	}
-	t.Run("rows equal", func(t *testing.T) { w.requireSameRows(t, ctx) })
-	t.Run("tables equal", func(t *testing.T) { w.checkEqual(t, ctx) })
+	w.finish(t, ctx, l)
 }
 
 // slaveBacklog stops the slave's database, so that the slave receives

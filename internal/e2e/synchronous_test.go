@@ -254,19 +254,15 @@ func (w *world) missingOnSlave(t *testing.T, ctx context.Context, ids []int64) i
 // ackedWriter commits one row per transaction and keeps the ids whose
 // commit returned.
 type ackedWriter struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	*loop
 	mu     sync.Mutex
 	ids    []int64
 	errors int
 }
 
 func startAckedWriter(url string) *ackedWriter {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &ackedWriter{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
+	c := &ackedWriter{}
+	c.loop = startLoop(func(ctx context.Context) {
 		var conn *pgx.Conn
 		for id := int64(1); ctx.Err() == nil; id++ {
 			if conn == nil {
@@ -291,7 +287,7 @@ func startAckedWriter(url string) *ackedWriter {
 		if conn != nil {
 			conn.Close(context.Background())
 		}
-	}()
+	})
 	return c
 }
 
@@ -299,11 +295,4 @@ func (c *ackedWriter) snapshot() []int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]int64(nil), c.ids...)
-}
-
-func (c *ackedWriter) stop() {
-	c.once.Do(func() {
-		c.cancel()
-		<-c.done
-	})
 }
