@@ -84,12 +84,17 @@ type loader struct {
 }
 
 func (l *loader) load() (*config.Config, error) {
-	if err := l.read(); err != nil {
+	data, err := l.read()
+	if err != nil {
 		return nil, err
 	}
-	if err := l.checkUnknownKeys(); err != nil {
-		return nil, err
+	// Every mistake in one run: these do not stop the checks after them.
+	var errs []error
+	if strings.EqualFold(filepath.Ext(l.path), ".properties") {
+		errs = appendErr(errs, l.checkDuplicateKeys(data))
 	}
+	errs = appendErr(errs, l.checkUnknownKeys())
+	errs = appendErr(errs, l.checkUnknownEnv())
 	for _, k := range config.Keys() {
 		// Bind every key explicitly: AutomaticEnv only sees keys that the
 		// file or a default already made known to viper.
@@ -98,7 +103,6 @@ func (l *loader) load() (*config.Config, error) {
 		}
 	}
 	cfg := config.DefaultConfig()
-	var errs []error
 	unparsed := map[string]bool{}
 	for _, k := range config.Keys() {
 		raw := l.v.Get(k.Name)
@@ -132,28 +136,36 @@ func (l *loader) load() (*config.Config, error) {
 
 // read decodes the file with the codec its extension names, into a viper
 // instance of its own (never the global one: tests load many configs).
-func (l *loader) read() error {
+func (l *loader) read() ([]byte, error) {
 	ext := strings.ToLower(filepath.Ext(l.path))
 	format, ok := configFormats[ext]
 	if !ok {
-		return fmt.Errorf("config %s: unsupported file type %q; use .properties, .yaml, .yml or .toml", l.path, ext)
+		return nil, fmt.Errorf("config %s: unsupported file type %q; use .properties, .yaml, .yml or .toml", l.path, ext)
 	}
 	data, err := os.ReadFile(l.path)
 	if err != nil {
-		return fmt.Errorf("config %s: %w", l.path, err)
+		return nil, fmt.Errorf("config %s: %w", l.path, err)
 	}
 	reg := viper.NewCodecRegistry()
 	// A fresh codec per load: javaproperties.Codec keeps the parsed file in
 	// its Properties field.
 	if err := reg.RegisterCodec("properties", &javaproperties.Codec{}); err != nil {
-		return fmt.Errorf("config %s: %w", l.path, err)
+		return nil, fmt.Errorf("config %s: %w", l.path, err)
 	}
 	l.v = viper.NewWithOptions(viper.WithCodecRegistry(reg))
 	l.v.SetConfigType(format)
 	if err := l.v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("config %s: cannot parse as %s: %s", l.path, format, parseErrText(format, err))
+		return nil, fmt.Errorf("config %s: cannot parse as %s: %s", l.path, format, parseErrText(format, err))
 	}
-	return nil
+	return data, nil
+}
+
+// appendErr adds err to errs unless it is nil.
+func appendErr(errs []error, err error) []error {
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // parseErrText explains the one surprise of .properties files: the parser

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -86,7 +87,7 @@ func TestConfigErrorsNameFileKeyAndFix(t *testing.T) {
 			`: tls.ca: cannot read /nonexistent/ca.pem: no such file or directory`},
 	}
 	for _, tt := range tests {
-		path := writeFile(t, "sync.properties", masterProps(t)+tt.extra)
+		path := writeFile(t, "sync.properties", overlay(masterProps(t), tt.extra))
 		errOut := configError(t, path)
 		want := "schedsync status: config " + path + tt.want
 		if !strings.Contains(errOut, want) {
@@ -108,8 +109,8 @@ func TestConfigReportsEveryMistakeAtOnce(t *testing.T) {
 
 func TestConfigErrorsNeverShowThePassword(t *testing.T) {
 	cleanEnv(t)
-	path := writeFile(t, "sync.properties", masterProps(t)+
-		"repository.url=postgres://sched:hunter2@db/x%zz\n")
+	path := writeFile(t, "sync.properties", overlay(masterProps(t),
+		"repository.url=postgres://sched:hunter2@db/x%zz\n"))
 	if errOut := configError(t, path); strings.Contains(errOut, "hunter2") {
 		t.Errorf("stderr leaks the password: %s", errOut)
 	}
@@ -125,7 +126,7 @@ func TestUnsupportedExtension(t *testing.T) {
 
 func TestEnvOverridesFile(t *testing.T) {
 	cleanEnv(t)
-	path := writeFile(t, "sync.properties", masterProps(t)+"spool.max_backlog=1GiB\n")
+	path := writeFile(t, "sync.properties", overlay(masterProps(t), "spool.max_backlog=1GiB\n"))
 	t.Setenv("SCHEDSYNC_SPOOL_MAX_BACKLOG", "2GiB")
 	t.Setenv("SCHEDSYNC_REPOSITORY_SCHEMAS", "public, sched")
 	t.Setenv("SCHEDSYNC_RESYNC_AUTO", "true") // not in the file at all
@@ -323,7 +324,7 @@ func TestYAMLTypeAndNestingMistakes(t *testing.T) {
 
 func TestPropertiesExpansionIsExplained(t *testing.T) {
 	cleanEnv(t)
-	path := writeFile(t, "sync.properties", masterProps(t)+"sync.token=ab${cd\n")
+	path := writeFile(t, "sync.properties", overlay(masterProps(t), "sync.token=ab${cd\n"))
 	errOut := configError(t, path)
 	if !strings.Contains(errOut, "cannot parse as properties: a ${ without its closing }") ||
 		strings.Contains(errOut, "ab${cd") {
@@ -357,5 +358,54 @@ func TestTokenFileMustBeARegularFile(t *testing.T) {
 	_, err := load(t, writeFile(t, "sync.properties", props))
 	if err == nil || !strings.Contains(err.Error(), "sync.token_file") || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("token file /dev/zero: %v, want an error naming sync.token_file and saying it is not a regular file", err)
+	}
+}
+
+func TestConfigKeyTwiceNamesBothLines(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", masterProps(t)+"# later\n\nspool.max_backlog=1GiB\nSpool.Max_Backlog = 2GiB\n")
+	errOut := configError(t, path)
+	want := `config ` + path + `: key "spool.max_backlog" is set twice, on line 8 and on line 9; keep one`
+	if !strings.Contains(errOut, want) {
+		t.Errorf("stderr\n%s\nlacks\n%s", errOut, want)
+	}
+}
+
+func TestUnknownEnvironmentVariableIsAnError(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", masterProps(t))
+	t.Setenv("SCHEDSYNC_SPOOL_MAXBACKLOG", "2GiB")
+	errOut := configError(t, path)
+	want := "environment variable SCHEDSYNC_SPOOL_MAXBACKLOG overrides no key; did you mean SCHEDSYNC_SPOOL_MAX_BACKLOG?"
+	if !strings.Contains(errOut, want) {
+		t.Errorf("stderr\n%s\nlacks\n%s", errOut, want)
+	}
+	t.Setenv("SCHEDSYNC_SPOOL_MAXBACKLOG", "")
+	t.Setenv("SCHEDSYNC_SPOOL_MAX_BACKLOG", "2GiB") // the right one still works
+	if code, out, errOut := cli(t, "--config", path, "status"); code == exitUsage {
+		t.Errorf("a known variable was refused: %s%s", out, errOut)
+	}
+}
+
+func TestUnknownKeyDoesNotHideTheOtherMistakes(t *testing.T) {
+	cleanEnv(t)
+	path := writeFile(t, "sync.properties", overlay(masterProps(t), "spool.max_backlg=1GiB\nspool.max_backlog=1GX\nlog.level=loud\n"))
+	errOut := configError(t, path)
+	for _, want := range []string{`unknown key "spool.max_backlg"`, `spool.max_backlog: "1GX" is not allowed`, `log.level: "loud" is not allowed`} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr\n%s\nlacks %s", errOut, want)
+		}
+	}
+}
+
+func TestPropertiesKeysReadsLogicalLines(t *testing.T) {
+	text := "# comment\n! also a comment\n  a.b = 1\nc.d:2\ne.f 3\nlong = one \\\n  two\nesc\\=key=4\n\ng.h=\n"
+	var got []string
+	for _, k := range propertiesKeys([]byte(text)) {
+		got = append(got, fmt.Sprintf("%s@%d", k.key, k.line))
+	}
+	want := "a.b@3 c.d@4 e.f@5 long@6 esc=key@8 g.h@10"
+	if strings.Join(got, " ") != want {
+		t.Errorf("keys %q, want %q", strings.Join(got, " "), want)
 	}
 }

@@ -18,7 +18,7 @@ import (
 // start re-executes os.Executable(), that is the test binary again, with
 // the same environment. The real master and slave are tested elsewhere;
 // here the processes, pid lock, socket, signals and files are real.
-const fakeNodeEnv = "SCHEDSYNC_TEST_FAKE_NODE"
+const fakeNodeEnv = "SCHEDSYNCTEST_FAKE_NODE" // not SCHEDSYNC_: those must name config keys
 
 // Fake node modes.
 const (

@@ -33,14 +33,33 @@ func cleanEnv(t *testing.T) {
 	}
 }
 
-// masterProps is a complete, valid master config; tests append to it (a
-// later line wins in .properties) or replace lines.
+// masterProps is a complete, valid master config; tests add keys to it,
+// or replace its keys with overlay (a key twice is an error).
 func masterProps(t *testing.T) string {
 	return "node.role=master\n" +
 		"node.name=node01\n" +
 		"repository.url=postgres://sched@127.0.0.1:1/scheduler?connect_timeout=5\n" +
 		"sync.token=test-token-123\n" +
 		"spool.dir=" + t.TempDir() + "\n"
+}
+
+// overlay is base with the key=value lines of extra, which replace the
+// lines of base that set the same keys (a key twice is a config error).
+func overlay(base, extra string) string {
+	set := map[string]bool{}
+	for _, line := range strings.Split(extra, "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok {
+			set[strings.TrimSpace(k)] = true
+		}
+	}
+	var keep []string
+	for _, line := range strings.Split(strings.TrimSuffix(base, "\n"), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && set[strings.TrimSpace(k)] {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n") + "\n" + extra
 }
 
 func slaveProps(t *testing.T) string {
@@ -168,7 +187,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 // same message whatever the command, because each loads the config first.
 func TestEveryCommandReportsConfigErrors(t *testing.T) {
 	cleanEnv(t)
-	path := writeFile(t, "sync.properties", masterProps(t)+"node.role=mastr\n")
+	path := writeFile(t, "sync.properties", overlay(masterProps(t), "node.role=mastr\n"))
 	for _, name := range contractCommands {
 		if name == "version" {
 			continue

@@ -9,7 +9,7 @@ import (
 func TestStartRefusesSpoolDirTooLongForSocket(t *testing.T) {
 	cleanEnv(t)
 	dir := "/" + strings.Repeat("d", 100)
-	path := writeFile(t, "sync.properties", masterProps(t)+"spool.dir="+dir+"\n")
+	path := writeFile(t, "sync.properties", overlay(masterProps(t), "spool.dir="+dir+"\n"))
 	code, _, errOut := cli(t, "--config", path, "start")
 	want := "schedsync start: config " + path + ": spool.dir: is too long for the control socket schedsync.sock"
 	if code != exitUsage || !strings.HasPrefix(errOut, want) {
