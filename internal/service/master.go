@@ -62,6 +62,7 @@ type Master struct {
 	// ddlWarnings are the last tables a schema change made that capture
 	// could not take (ddl_warnings.go).
 	ddlWarnings []string
+	warnings    []string // set at start: the sync port in clear text
 	identity    ship.Identity
 	fork        capture.Fork   // where capture's history forked from the old master's
 	reader      capture.Reader // while capture is connected; verify and backup use it
@@ -128,6 +129,12 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 	}
 	m.addr = ln.Addr().String()
 	m.log.Info("master sync service listening", "addr", m.addr, "tls", m.tlsConf != nil)
+	if w := clearTextWarning(ln.Addr(), m.tlsConf != nil); w != "" {
+		m.log.Warn(w)
+		m.mu.Lock()
+		m.warnings = append(m.warnings, w)
+		m.mu.Unlock()
+	}
 	ready()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -472,7 +479,7 @@ func (m *Master) Status() Status {
 		st.State, st.Error = StateFenced, "self-fenced: this master reaches neither a slave nor failover.witness; the scheduler was stopped and the repository is read only until it does"
 	}
 	st.CaptureMode = string(m.cfg.Capture.Mode)
-	st.Warnings = append([]string(nil), m.ddlWarnings...)
+	st.Warnings = append(append([]string(nil), m.warnings...), m.ddlWarnings...)
 	st.Synchronous, st.SynchronousSince = m.syncState()
 	st.Generation = m.gen.Load()
 	st.CaptureEpoch = epochText(m.epoch.Load())
