@@ -61,6 +61,7 @@ func (a *app) newRootCmd() *cobra.Command {
 	add(groupReseed, a.newBackupCmd(), a.newRestoreCmd(), a.newResyncCmd(), a.newRefetchCmd(), a.newVerifyCmd())
 	add(groupFailover, a.newPromoteCmd())
 	add(groupFailover, a.newSwitchoverCmd())
+	add(groupSetup, a.newTLSCmd())
 	root.AddCommand(a.newVersionCmd())
 	return root
 }

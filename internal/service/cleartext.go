@@ -11,5 +11,5 @@ func clearTextWarning(addr net.Addr, tls bool) string {
 		return ""
 	}
 	return "sync.listen " + addr.String() + " is reachable from other hosts without TLS: the repository's rows cross the network in clear text; " +
-		"set tls.cert and tls.key on the master (and tls.ca on both sides for mutual TLS), see the README's TLS section"
+		"set tls.cert and tls.key on the master (and tls.ca on both sides for mutual TLS), see TLS on the sync port in the README (schedsync tls init)"
 }
