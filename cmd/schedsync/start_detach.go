@@ -107,6 +107,7 @@ func (a *app) startOutcome(cfg *config.Config, child *exec.Cmd, m readyMsg, logP
 	switch m.kind {
 	case "ready":
 		fmt.Fprintln(a.stdout, startedMessage(cfg, child.Process.Pid))
+		a.warnRepositoryUnreachable(cfg)
 		// The service lives on; this process does not wait for it.
 		_ = child.Process.Release()
 		return nil
@@ -173,4 +174,18 @@ func logTail(path string) string {
 		return ""
 	}
 	return "; last lines of " + path + ":\n  " + strings.Join(lines, "\n  ")
+}
+
+// warnRepositoryUnreachable says plainly, after a start, that the master
+// came up without its repository: it stays up and retries (an outage is
+// survived), but the operator must know now, not at the first failover.
+func (a *app) warnRepositoryUnreachable(cfg *config.Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := service.QueryStatus(ctx, cfg.Spool.Dir)
+	if err != nil || st.Role != string(config.RoleMaster) || st.State != service.StateMasterUnavailable {
+		return
+	}
+	fmt.Fprintf(a.stdout, "warning: the master repository is unreachable: %s\n"+
+		"the service keeps retrying and captures once it answers; start --wait DURATION waits for it (or fails)\n", st.Error)
 }

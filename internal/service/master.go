@@ -128,6 +128,10 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("listen on sync.listen %s: %w", m.cfg.Sync.Listen, err)
 	}
 	m.addr = ln.Addr().String()
+	if err := m.waitRepository(ctx); err != nil {
+		ln.Close()
+		return err
+	}
 	m.log.Info("master sync service listening", "addr", m.addr, "tls", m.tlsConf != nil)
 	if w := clearTextWarning(ln.Addr(), m.tlsConf != nil); w != "" {
 		m.log.Warn(w)
@@ -406,6 +410,36 @@ func (m *Master) setState(state, errText string) {
 	m.state = state
 	close(m.changed)
 	m.changed = make(chan struct{})
+}
+
+// waitRepository checks that the repository answers before the master
+// reports ready. With --wait (NodeOptions.Wait) it retries until then and
+// fails after it; without, one failed try leaves the master up, retrying
+// in capture, and in state master_unavailable with the reason, which
+// start shows.
+func (m *Master) waitRepository(ctx context.Context) error {
+	deadline := time.Now().Add(m.opts.Wait)
+	bo := newBackoff(200*time.Millisecond, 5*time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := pgx.ConnectConfig(cctx, m.connCfg)
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		err = fmt.Errorf("cannot connect to the master repository (repository.url): %w", err)
+		if m.opts.Wait <= 0 {
+			m.setState(StateMasterUnavailable, err.Error())
+			m.log.Error("the master repository is unreachable; the service starts anyway and retries", "err", err)
+			return nil
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			return fmt.Errorf("%w (waited --wait %s)", err, m.opts.Wait)
+		}
+		m.setState(StateMasterUnavailable, err.Error())
+		bo.wait(ctx, m.log, "master repository unavailable; waiting for it (--wait)", err)
+	}
 }
 
 // stateChanged tells the slaves' sessions to send the master's state again
