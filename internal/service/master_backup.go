@@ -32,7 +32,17 @@ func (m *Master) serveBackup(ctx context.Context, nc net.Conn, hello ship.Hello)
 	}
 	log.Info("sending a backup to the slave")
 	start := time.Now()
+	// Taking the snapshot waits for running transactions, and a big table
+	// may take a while before its first chunk: heartbeats keep the slave
+	// from taking a busy master for a dead one.
+	hctx, stopHeartbeats := context.WithCancel(ctx)
+	go func() {
+		_ = conn.SendHeartbeats(hctx, func() ship.Heartbeat {
+			return ship.Heartbeat{Time: time.Now(), Position: m.sp.DurablePosition()}
+		})
+	}()
 	n, err := m.sendBackup(ctx, conn, req.ID, hello.Name, hello.MaxFrame)
+	stopHeartbeats()
 	if err != nil {
 		log.Warn("backup for the slave failed", "err", err)
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)

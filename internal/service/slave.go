@@ -423,7 +423,9 @@ func (s *Slave) Status() Status {
 	sp := s.spView
 	s.mu.Unlock()
 	if sp != nil {
-		st.ReceivedPosition = sp.DurablePosition()
+		// What is applied was received, even when a restore or a refetch
+		// left the spool empty.
+		st.ReceivedPosition = max(sp.DurablePosition(), applied)
 		st.BacklogBytes = sp.BytesAfter(applied)
 		st.SpoolBytes, st.SpoolSegments = sp.Size()
 	}
