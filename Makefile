@@ -67,7 +67,7 @@ bench: deps
 # The fault-injection soak (internal/e2e TestSoak): kill -9 of either
 # service and of verify, database crashes, cut connections and bad clients
 # against a live pair, SOAK long per capture mode, then an exact row-by-row
-# comparison. make test runs a one-minute soak per mode.
+# comparison. make test runs a 45-second soak per mode.
 # make soak SOAK=30m SOAKFLAGS='SCHEDSYNC_SOAK_MODES=logical SCHEDSYNC_SOAK_SEED=…'
 SOAKLOG ?= /tmp/schedsync-soak.log
 SOAK ?= 10m

@@ -39,7 +39,7 @@ import (
 // SCHEDSYNC_SOAK_SEED replays a run; SCHEDSYNC_SOAK_MODES picks the modes.
 func TestSoak(t *testing.T) {
 	requirePostgres(t)
-	dur := 60 * time.Second
+	dur := 45 * time.Second
 	if s := os.Getenv("SCHEDSYNC_SOAK"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {

@@ -23,10 +23,10 @@ import (
 // hold every acknowledged id once it has applied what it received: with
 // failover.synchronous on, none may be missing. The same run with it off
 // counts how many a failover would have lost. SCHEDSYNC_ZEROLOSS_CRASHES
-// sets the number of crashes per mode (default 6; the run: 20).
+// sets the number of crashes per mode (default 4; the run: 20).
 func TestSynchronousZeroLoss(t *testing.T) {
 	requirePostgres(t)
-	crashes := 6
+	crashes := 4
 	if s := os.Getenv("SCHEDSYNC_ZEROLOSS_CRASHES"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
