@@ -669,9 +669,6 @@ func (r *LogicalReader) confirmTo(ctx context.Context, target pglogrepl.LSN) err
 // gateMoved reports whether the gate may let more through than when it
 // was last asked.
 func (r *LogicalReader) gateMoved() bool {
-	if len(r.held) == 0 {
-		return false
-	}
 	select {
 	case <-r.gateCh:
 		return true

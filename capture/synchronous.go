@@ -72,19 +72,19 @@ func splitNames(s string) []string {
 
 // SynchronousCheck reads synchronous_standby_names on the master and says
 // whether commits will wait for capture, and what to set if not.
-func SynchronousCheck(ctx context.Context, conn *pgx.Conn) (ok bool, advice string, err error) {
+func SynchronousCheck(ctx context.Context, conn *pgx.Conn) (advice string, err error) {
 	var value string
 	if err := conn.QueryRow(ctx, `SHOW synchronous_standby_names`).Scan(&value); err != nil {
-		return false, "", fmt.Errorf("read synchronous_standby_names: %w", err)
+		return "", fmt.Errorf("read synchronous_standby_names: %w", err)
 	}
 	if NamesStandby(value, ApplicationName) {
-		return true, fmt.Sprintf("failover.synchronous: synchronous_standby_names = '%s' names capture (%s): a commit on the master returns once a slave holds it", value, ApplicationName), nil
+		return fmt.Sprintf("failover.synchronous: synchronous_standby_names = '%s' names capture (%s): a commit on the master returns once a slave holds it", value, ApplicationName), nil
 	}
 	set := ApplicationName
 	if strings.TrimSpace(value) != "" {
 		set = value + ", " + ApplicationName
 	}
-	return false, fmt.Sprintf("failover.synchronous: synchronous_standby_names = '%s' does not name capture (%s), so commits do not wait for slaves yet; "+
+	return fmt.Sprintf("failover.synchronous: synchronous_standby_names = '%s' does not name capture (%s), so commits do not wait for slaves yet; "+
 		"on the master run: ALTER SYSTEM SET synchronous_standby_names = '%s'; SELECT pg_reload_conf(); "+
 		"(any time: before or after starting the services)", value, ApplicationName, set), nil
 }

@@ -45,11 +45,9 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 		}
 		defer nat.stop()
 		if mode == modeNativeSync {
-			if err := w.setStandbyNames(ctx, "tpsbench_native"); err != nil {
-				return m, err
-			}
-			defer w.setStandbyNames(context.WithoutCancel(ctx), "")
-			if err := w.waitSyncStandby(ctx, "tpsbench_native"); err != nil {
+			reset, err := w.makeSynchronous(ctx, "tpsbench_native")
+			defer reset()
+			if err != nil {
 				return m, err
 			}
 		}
@@ -80,11 +78,9 @@ func measure(ctx context.Context, o options, w *world, dir, mode string, round i
 		if mode == modeLogicalSync {
 			// After install and start: schedsync's own commits must not
 			// wait on capture, whatever the order.
-			if err := w.setStandbyNames(ctx, "schedsync_capture"); err != nil {
-				return m, err
-			}
-			defer w.setStandbyNames(context.WithoutCancel(ctx), "")
-			if err := w.waitSyncStandby(ctx, "schedsync_capture"); err != nil {
+			reset, err := w.makeSynchronous(ctx, "schedsync_capture")
+			defer reset()
+			if err != nil {
 				return m, err
 			}
 		}

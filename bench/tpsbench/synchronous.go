@@ -31,6 +31,18 @@ func captureMode(mode string) string {
 	return mode
 }
 
+// makeSynchronous names the walsender of application_name name in
+// synchronous_standby_names and waits until the master treats it as a
+// synchronous standby. reset undoes the setting; call it after an error
+// too.
+func (w *world) makeSynchronous(ctx context.Context, name string) (reset func(), err error) {
+	reset = func() { _ = w.setStandbyNames(context.WithoutCancel(ctx), "") }
+	if err := w.setStandbyNames(ctx, name); err != nil {
+		return reset, err
+	}
+	return reset, w.waitSyncStandby(ctx, name)
+}
+
 // setStandbyNames sets synchronous_standby_names on the master ("" resets
 // it) and waits until the server uses it.
 func (w *world) setStandbyNames(ctx context.Context, names string) error {

@@ -196,13 +196,8 @@ func (l *loader) checkUnknownKeys() error {
 		if _, ok := config.LookupKey(key); ok {
 			continue
 		}
-		msg := fmt.Sprintf("config %s: unknown key %q", l.path, key)
-		if s := suggestKeys(key); len(s) > 0 {
-			msg += "; did you mean " + orJoin(s) + "?"
-		} else {
-			msg += "; the keys are listed in the README and in configs/*.sync.properties"
-		}
-		errs = append(errs, errors.New(msg))
+		errs = append(errs, fmt.Errorf("config %s: unknown key %q%s", l.path, key,
+			didYouMean(suggestKeys(key), "; the keys are listed in the README and in configs/*.sync.properties")))
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)

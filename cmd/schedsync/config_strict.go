@@ -34,13 +34,8 @@ func (l *loader) checkUnknownEnv() error {
 		if !strings.HasPrefix(name, envPrefix) || value == "" || known[name] || reservedEnv[name] {
 			continue
 		}
-		msg := fmt.Sprintf("config %s: environment variable %s overrides no key", l.path, name)
-		if s := suggestEnv(name); len(s) > 0 {
-			msg += "; did you mean " + orJoin(s) + "?"
-		} else {
-			msg += "; a key's variable is SCHEDSYNC_ and the key in capitals with _ for . (spool.max_backlog: SCHEDSYNC_SPOOL_MAX_BACKLOG), or unset it"
-		}
-		errs = append(errs, errors.New(msg))
+		errs = append(errs, fmt.Errorf("config %s: environment variable %s overrides no key%s", l.path, name,
+			didYouMean(suggestEnv(name), "; a key's variable is SCHEDSYNC_ and the key in capitals with _ for . (spool.max_backlog: SCHEDSYNC_SPOOL_MAX_BACKLOG), or unset it")))
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
@@ -49,24 +44,11 @@ func (l *loader) checkUnknownEnv() error {
 // suggestEnv returns the variables of known keys a small edit away from
 // name, closest first, at most three.
 func suggestEnv(name string) []string {
-	type cand struct {
-		env  string
-		dist int
-	}
-	var cands []cand
-	limit := max(2, len(name)/6)
+	var envs []string
 	for _, k := range config.Keys() {
-		env := envName(k.Name)
-		if d := editDistance(name, env); d <= limit {
-			cands = append(cands, cand{env, d})
-		}
+		envs = append(envs, envName(k.Name))
 	}
-	sort.SliceStable(cands, func(i, j int) bool { return cands[i].dist < cands[j].dist })
-	var out []string
-	for i := 0; i < len(cands) && i < 3; i++ {
-		out = append(out, cands[i].env)
-	}
-	return out
+	return nearest(name, envs, max(2, len(name)/6), nil)
 }
 
 // checkDuplicateKeys refuses a key set twice in a .properties file, where

@@ -11,26 +11,43 @@ import (
 // to be: a small edit away (spool.max_backlg), or the same name under
 // another section (sync.max_backlog), at most three, closest first.
 func suggestKeys(unknown string) []string {
+	leaf := unknown[strings.LastIndex(unknown, ".")+1:]
+	var names []string
+	for _, k := range config.Keys() {
+		names = append(names, k.Name)
+	}
+	return nearest(unknown, names, max(2, len(unknown)/5), func(name string) bool {
+		return leaf != "" && name[strings.LastIndex(name, ".")+1:] == leaf
+	})
+}
+
+// nearest returns at most three of names, closest to unknown first: those
+// within limit edits of it, and those also says to keep (nil: none).
+func nearest(unknown string, names []string, limit int, also func(name string) bool) []string {
 	type cand struct {
-		key  string
+		name string
 		dist int
 	}
 	var cands []cand
-	leaf := unknown[strings.LastIndex(unknown, ".")+1:]
-	limit := max(2, len(unknown)/5)
-	for _, k := range config.Keys() {
-		d := editDistance(unknown, k.Name)
-		sameLeaf := leaf != "" && k.Name[strings.LastIndex(k.Name, ".")+1:] == leaf
-		if d <= limit || sameLeaf {
-			cands = append(cands, cand{k.Name, d})
+	for _, n := range names {
+		if d := editDistance(unknown, n); d <= limit || (also != nil && also(n)) {
+			cands = append(cands, cand{n, d})
 		}
 	}
 	sort.SliceStable(cands, func(i, j int) bool { return cands[i].dist < cands[j].dist })
 	var out []string
 	for i := 0; i < len(cands) && i < 3; i++ {
-		out = append(out, cands[i].key)
+		out = append(out, cands[i].name)
 	}
 	return out
+}
+
+// didYouMean is "; did you mean A or B?" for suggestions, else otherwise.
+func didYouMean(suggestions []string, otherwise string) string {
+	if len(suggestions) == 0 {
+		return otherwise
+	}
+	return "; did you mean " + orJoin(suggestions) + "?"
 }
 
 // editDistance is the Levenshtein distance between a and b.

@@ -49,7 +49,7 @@ func (a *app) runInstall(cmd *cobra.Command, cfg *config.Config, _ []string) err
 	}
 	printInstallReport(a.stdout, cfg, report)
 	if cfg.Failover.Synchronous && cfg.Node.Role == config.RoleMaster {
-		_, advice, err := capture.SynchronousCheck(ctx, conn)
+		advice, err := capture.SynchronousCheck(ctx, conn)
 		if err != nil {
 			return err
 		}

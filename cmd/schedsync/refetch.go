@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/internal/config"
-	"github.com/schedsync/schedsync/internal/service"
 )
 
 func (a *app) newRefetchCmd() *cobra.Command {
@@ -42,11 +41,7 @@ func (a *app) runRefetch(ctx context.Context, cfg *config.Config) error {
 	if cfg.Node.Role != config.RoleSlave {
 		return usageError(errors.New("refetch runs on a slave (this node is a master): a master's spool holds changes no other node has"))
 	}
-	lock, err := service.AcquirePidFile(cfg.Spool.Dir)
-	var running *service.AlreadyRunningError
-	if errors.As(err, &running) {
-		return fmt.Errorf("the slave service is running (pid %d): stop it first (schedsync stop)", running.PID)
-	}
+	lock, err := lockStoppedSlave(cfg.Spool.Dir, "stop it first (schedsync stop)")
 	if err != nil {
 		return err
 	}

@@ -71,11 +71,7 @@ func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (b
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return backup.Manifest{}, fmt.Errorf("create spool.dir: %w", err)
 	}
-	lock, err := service.AcquirePidFile(dir)
-	var running *service.AlreadyRunningError
-	if errors.As(err, &running) {
-		return backup.Manifest{}, fmt.Errorf("the slave service is running (pid %d): stop the slave service first (schedsync stop); resync does this for you", running.PID)
-	}
+	lock, err := lockStoppedSlave(dir, "stop the slave service first (schedsync stop); resync does this for you")
 	if err != nil {
 		return backup.Manifest{}, err
 	}
@@ -112,6 +108,18 @@ func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (b
 		return m, fmt.Errorf("the backup is restored, but %w; remove it by hand before starting the service", err)
 	}
 	return m, nil
+}
+
+// lockStoppedSlave takes the service's pid lock, so that the slave service
+// cannot start while a command changes what it would use; if the service
+// runs, the error says so and what to do (fix).
+func lockStoppedSlave(dir, fix string) (*service.PidFile, error) {
+	lock, err := service.AcquirePidFile(dir)
+	var running *service.AlreadyRunningError
+	if errors.As(err, &running) {
+		return nil, fmt.Errorf("the slave service is running (pid %d): %s", running.PID, fix)
+	}
+	return lock, err
 }
 
 // clearSlaveSpool removes the slave's spool and status file: the spool's

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -31,8 +30,7 @@ func TestResyncWaitsForABusyMastersSnapshot(t *testing.T) {
 	if _, err := tx.Exec(ctx, `INSERT INTO job_history (fired_at, payload) VALUES (1, '{"held":"open"}')`); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
-	cmd.Env = childEnv()
+	cmd := w.slave.command(context.Background(), "resync", "--force")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

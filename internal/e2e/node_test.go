@@ -103,14 +103,21 @@ type result struct {
 
 func (r result) output() string { return r.stdout + r.stderr }
 
+// command is `schedsync --config FILE args...` for this node, with the
+// test's SCHEDSYNC_ variables left out; the caller starts it.
+func (n *node) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--config", n.config}, args...)...)
+	cmd.Env = childEnv()
+	return cmd
+}
+
 // run runs `schedsync --config FILE args...` to completion, or until
 // timeout. Only a command that could not be run or timed out is an error;
 // an exit code is a result.
 func (n *node) run(timeout time.Duration, args ...string) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, n.bin, append([]string{"--config", n.config}, args...)...)
-	cmd.Env = childEnv()
+	cmd := n.command(ctx, args...)
 	// A detached service writes to its log file, not to these pipes;
 	// this bounds the wait if that ever changes.
 	cmd.WaitDelay = 5 * time.Second

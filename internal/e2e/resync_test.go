@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -116,8 +115,7 @@ func (w *world) killResyncMidRestore(t *testing.T, ctx context.Context) {
 	if _, err := lock.Exec(ctx, `LOCK TABLE job_history IN ACCESS SHARE MODE`); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
-	cmd.Env = childEnv()
+	cmd := w.slave.command(context.Background(), "resync", "--force")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -191,8 +190,7 @@ func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Ra
 		proxy.setDelay(time.Duration(rng.IntN(30)) * time.Millisecond)
 		proxy.cut()
 	case "kill -9 verify":
-		cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "verify")
-		cmd.Env = childEnv()
+		cmd := w.slave.command(context.Background(), "verify")
 		if err := cmd.Start(); err != nil {
 			t.Error(err)
 			return false
@@ -216,8 +214,7 @@ func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Ra
 // find nothing to do) and the slave service must run.
 func (w *world) killResync(t *testing.T, rng *mrand.Rand, outcomes map[string]int) bool {
 	t.Helper()
-	cmd := exec.Command(w.slave.bin, "--config", w.slave.config, "resync", "--force")
-	cmd.Env = childEnv()
+	cmd := w.slave.command(context.Background(), "resync", "--force")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

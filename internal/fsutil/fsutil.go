@@ -7,6 +7,7 @@
 package fsutil
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,4 +85,14 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return a.Commit()
+}
+
+// WriteJSONAtomic replaces path with v as indented JSON and a newline,
+// durably and whole: the small state files an operator may read.
+func WriteJSONAtomic(path string, v any, perm os.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, append(data, '\n'), perm)
 }

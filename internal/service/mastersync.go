@@ -56,11 +56,7 @@ func saveMasterSync(dir string, s MasterSync) error {
 		}
 		return nil
 	}
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(path, append(data, '\n'), 0o600)
+	return fsutil.WriteJSONAtomic(path, s, 0o600)
 }
 
 // LoadMasterSync reads what the slave last heard; nil if its master was

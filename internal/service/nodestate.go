@@ -67,11 +67,7 @@ func SaveNodeState(dir string, st NodeState) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(dir, nodeStateFile), append(data, '\n'), 0o600); err != nil {
+	if err := fsutil.WriteJSONAtomic(filepath.Join(dir, nodeStateFile), st, 0o600); err != nil {
 		return fmt.Errorf("save the node's role and generation: %w", err)
 	}
 	return nil

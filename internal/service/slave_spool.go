@@ -34,10 +34,9 @@ func (s *Slave) spoolDir() string { return filepath.Join(s.cfg.Spool.Dir, "spool
 // the way out.
 func (s *Slave) openSpool() error {
 	// A probe a kill interrupted (see probeWrite).
-	if stale, _ := filepath.Glob(filepath.Join(s.spoolDir(), probePattern)); len(stale) > 0 {
-		for _, p := range stale {
-			_ = os.Remove(p)
-		}
+	stale, _ := filepath.Glob(filepath.Join(s.spoolDir(), probePattern))
+	for _, p := range stale {
+		_ = os.Remove(p)
 	}
 	sp, err := spool.Open(spoolOptions(s.cfg, s.spoolDir(), s.log))
 	if err != nil {
@@ -80,13 +79,12 @@ func (s *Slave) waitForSpoolSpace(ctx context.Context, werr error) error {
 	s.log.Error("slave spool not writable; receiving paused", "dir", s.spoolDir(), "err", werr)
 	bo := newBackoff(500*time.Millisecond, 10*time.Second)
 	for {
-		if err := probeWrite(s.spoolDir(), spoolProbeBytes); err == nil {
+		err := probeWrite(s.spoolDir(), spoolProbeBytes)
+		if err == nil {
 			s.log.Info("the spool directory can be written again; reopening the spool", "dir", s.spoolDir())
 			return &spoolFullError{err: werr}
-		} else {
-			s.setState(state, msg)
-			bo.wait(ctx, s.log, "slave spool still not writable", err)
 		}
+		bo.wait(ctx, s.log, "slave spool still not writable", err)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -89,10 +89,16 @@ func (g *syncGate) degradeLocked(now time.Time, why string) {
 // degraded, goes synchronous again once n slaves hold all that capture
 // last asked for.
 func (g *syncGate) acked() {
-	have, _ := g.reg.durableOn(g.n)
 	g.mu.Lock()
 	close(g.changed)
 	g.changed = make(chan struct{})
+	degraded := !g.degraded.IsZero()
+	g.mu.Unlock()
+	if !degraded {
+		return // the usual case: no need to rank the slaves on every ack
+	}
+	have, _ := g.reg.durableOn(g.n)
+	g.mu.Lock()
 	back := !g.degraded.IsZero() && have >= g.lastWant
 	if back {
 		g.log.Info("failover.synchronous: synchronous again: enough slaves have caught up",

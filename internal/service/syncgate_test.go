@@ -31,6 +31,13 @@ func setReceived(reg *registry, name string, pos uint64) {
 	reg.mu.Unlock()
 }
 
+// disconnect drops the slave's session: its received position still counts.
+func disconnect(reg *registry, name string) {
+	reg.mu.Lock()
+	delete(reg.sessions, name)
+	reg.mu.Unlock()
+}
+
 func TestSyncGateHoldsUntilSlavesHaveIt(t *testing.T) {
 	g, reg, _ := gateRig(t, 2, false, time.Hour, map[string]uint64{"a": 10, "b": 7, "c": 3})
 	if got, _ := g.Allowed(12); got != 7 {
@@ -105,9 +112,7 @@ func TestSyncGateProgressKeepsItSynchronous(t *testing.T) {
 
 func TestSyncGateStrictNeverDegrades(t *testing.T) {
 	g, reg, _ := gateRig(t, 1, true, 10*time.Millisecond, map[string]uint64{"a": 1})
-	reg.mu.Lock()
-	delete(reg.sessions, "a") // disconnected
-	reg.mu.Unlock()
+	disconnect(reg, "a")
 	g.Allowed(5)
 	time.Sleep(30 * time.Millisecond)
 	if got, _ := g.Allowed(5); got != 1 {
@@ -120,9 +125,7 @@ func TestSyncGateStrictNeverDegrades(t *testing.T) {
 
 func TestSyncGateNoSlaveConnectedDegradesAtOnce(t *testing.T) {
 	g, reg, _ := gateRig(t, 1, false, 20*time.Millisecond, map[string]uint64{"a": 1})
-	reg.mu.Lock()
-	delete(reg.sessions, "a")
-	reg.mu.Unlock()
+	disconnect(reg, "a")
 	time.Sleep(30 * time.Millisecond) // no slave connected for the timeout
 	if got, _ := g.Allowed(5); got != 5 {
 		t.Fatalf("first commit after no slave for the timeout: allowed %d, want 5 at once", got)
