@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path"
-	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/schedsync/schedsync/internal/change"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 	sqlfiles "github.com/schedsync/schedsync/sql"
 )
 
@@ -112,6 +111,14 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 	}
 	if opts.Mode != config.CaptureTrigger && opts.Mode != config.CaptureLogical {
 		return rep, fmt.Errorf("install: capture mode %q is not trigger or logical", opts.Mode)
+	}
+	// Every privilege first, so that a role without them learns all the
+	// statements at once instead of failing halfway.
+	if err := grants.Check(ctx, conn, grants.Request{
+		Master: opts.Role == config.RoleMaster, Slave: opts.Role == config.RoleSlave, Install: true,
+		Mode: opts.Mode, Schemas: opts.Schemas, Tables: opts.Tables, DDL: opts.DDL,
+	}, "install"); err != nil {
+		return rep, err
 	}
 	if opts.Role == config.RoleMaster && opts.Mode == config.CaptureLogical {
 		return installLogical(ctx, conn, opts)
@@ -357,7 +364,20 @@ func lockTables(ctx context.Context, tx pgx.Tx, qnames []string, mode string) er
 	if len(qnames) == 0 {
 		return nil
 	}
-	qnames = slices.Clone(qnames)
+	// LOCK TABLE in these modes needs UPDATE, DELETE or TRUNCATE, which a
+	// master's least-privilege role (SELECT, TRIGGER) lacks: the tables it
+	// may not lock are locked by CREATE TRIGGER itself, one at a time.
+	rows, err := tx.Query(ctx, `SELECT q FROM unnest($1::text[]) q
+		WHERE has_table_privilege(q, 'UPDATE') OR has_table_privilege(q, 'DELETE') OR has_table_privilege(q, 'TRUNCATE')`, qnames)
+	if err != nil {
+		return fmt.Errorf("lock the tables: %w", err)
+	}
+	if qnames, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return fmt.Errorf("lock the tables: %w", err)
+	}
+	if len(qnames) == 0 {
+		return nil
+	}
 	rand.Shuffle(len(qnames), func(i, j int) { qnames[i], qnames[j] = qnames[j], qnames[i] })
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(qnames, ", ")+" IN "+mode+" MODE"); err != nil {
 		return fmt.Errorf("lock the tables: %w", err)
@@ -367,19 +387,7 @@ func lockTables(ctx context.Context, tx pgx.Tx, qnames []string, mode string) er
 
 // matchTables reports whether a table passes the repository.tables filter.
 func matchTables(patterns []string, schema, name string) bool {
-	if len(patterns) == 0 {
-		return true
-	}
-	for _, p := range patterns {
-		subject := name
-		if strings.Contains(p, ".") {
-			subject = schema + "." + name
-		}
-		if ok, _ := path.Match(p, subject); ok {
-			return true
-		}
-	}
-	return false
+	return config.MatchTables(patterns, schema, name)
 }
 
 // ddlTx runs install's or uninstall's transaction, again when it cannot

@@ -15,6 +15,7 @@ import (
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
 	"github.com/schedsync/schedsync/internal/fsutil"
+	"github.com/schedsync/schedsync/internal/grants"
 	"github.com/schedsync/schedsync/internal/service"
 )
 
@@ -55,6 +56,9 @@ func (a *app) runBackup(ctx context.Context, cfg *config.Config, out string) err
 		return err
 	}
 	defer conn.Close(context.Background())
+	if err := grants.Check(ctx, conn, grants.ForConfig(cfg, false), "backup"); err != nil {
+		return err
+	}
 	var tx pgx.Tx
 	at, err := service.ImportSnapshot(ctx, cfg.Spool.Dir, func(ctx context.Context, name string) (err error) {
 		tx, err = capture.BeginInSnapshot(ctx, conn, name)

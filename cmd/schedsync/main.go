@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 	"github.com/schedsync/schedsync/internal/service"
 )
 
@@ -134,6 +135,12 @@ func action(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Comman
 		var ee *exitError
 		if errors.As(err, &ee) {
 			return err
+		}
+		// Missing database privileges are a set-up mistake, like a
+		// config one: the message lists the statements that fix it.
+		var missing *grants.MissingError
+		if errors.As(err, &missing) {
+			return usageError(err)
 		}
 		return &exitError{code: exitFailure, err: err}
 	}

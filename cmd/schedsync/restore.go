@@ -15,6 +15,7 @@ import (
 
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 	"github.com/schedsync/schedsync/internal/service"
 )
 
@@ -82,6 +83,9 @@ func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (b
 		return backup.Manifest{}, err
 	}
 	defer conn.Close(context.Background())
+	if err := grants.Check(ctx, conn, grants.ForConfig(asSlave(cfg), false), "restore"); err != nil {
+		return backup.Manifest{}, err
+	}
 	open := func() (io.ReadCloser, error) {
 		f, err := os.Open(in)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/backup"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 	"github.com/schedsync/schedsync/internal/service"
 )
 
@@ -81,6 +82,9 @@ func (a *app) resync(ctx context.Context, cfg *config.Config, force bool) error 
 	if reason == "" {
 		fmt.Fprintln(a.stdout, "the slave is in step with its master; no re-sync needed")
 		return nil
+	}
+	if err := a.checkGrants(ctx, cfg, grants.ForConfig(asSlave(cfg), false), "resync"); err != nil {
+		return err
 	}
 	fmt.Fprintf(a.stdout, "re-syncing: %s\n", reason)
 	if err := a.stop(ctx, cfg, time.Minute); err != nil {

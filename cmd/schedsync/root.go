@@ -56,7 +56,7 @@ func (a *app) newRootCmd() *cobra.Command {
 			root.AddCommand(c)
 		}
 	}
-	add(groupSetup, a.newInstallCmd(), a.newUninstallCmd())
+	add(groupSetup, a.newInstallCmd(), a.newUninstallCmd(), a.newGrantsCmd())
 	add(groupService, a.newStartCmd(), a.newStopCmd(), a.newStatusCmd())
 	add(groupReseed, a.newBackupCmd(), a.newRestoreCmd(), a.newResyncCmd(), a.newRefetchCmd(), a.newVerifyCmd())
 	add(groupFailover, a.newPromoteCmd())

@@ -44,6 +44,9 @@ error; 0 means it gives up at the first failure.`,
 				return usageError(fmt.Errorf("config %s: %w", a.configPath, err))
 			}
 			opts.waitGiven = cmd.Flags().Changed("wait")
+			if err := a.checkStartGrants(cmd.Context(), cfg); err != nil {
+				return err
+			}
 			if opts.foreground {
 				return a.runForeground(cmd.Context(), cfg, opts)
 			}

@@ -21,7 +21,9 @@ const rebuildMinRows = 100_000
 // comment, statistics target, tablespace, replica identity or CLUSTER
 // mark, and are not part of a partitioned index. What pg_get_indexdef or
 // pg_get_constraintdef prints recreates them exactly. If anything fails,
-// the transaction rolls back and the indexes are as they were.
+// the transaction rolls back and the indexes are as they were. Only the
+// table's owner may drop its indexes: a least-privilege role (README:
+// Database roles) loads into them as they are, more slowly.
 const rebuildableSQL = `
 	SELECT ic.relname::text, coalesce(c.conname::text, ''),
 	       CASE WHEN c.oid IS NULL THEN pg_get_indexdef(i.indexrelid) ELSE pg_get_constraintdef(c.oid) END
@@ -29,6 +31,7 @@ const rebuildableSQL = `
 	JOIN pg_class ic ON ic.oid = i.indexrelid
 	LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x')
 	WHERE i.indrelid = $1::text::regclass
+	  AND pg_has_role((SELECT relowner FROM pg_class WHERE oid = i.indrelid), 'USAGE')
 	  AND i.indisvalid AND i.indisready AND i.indislive AND NOT i.indisreplident AND NOT i.indisclustered
 	  AND ic.reltablespace = 0
 	  AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid OR h.inhparent = i.indexrelid)

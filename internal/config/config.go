@@ -13,8 +13,10 @@ package config
 import (
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -246,4 +248,23 @@ func (c *Config) LogFilePath() string {
 		return c.Log.File
 	}
 	return filepath.Join(c.Spool.Dir, "schedsync.log")
+}
+
+// MatchTables reports whether table schema.name passes the
+// repository.tables filter: glob patterns matched against the table name,
+// or against schema.name when the pattern holds a dot; none matches all.
+func MatchTables(patterns []string, schema, name string) bool {
+	if len(patterns) == 0 {
+		return true
+	}
+	for _, p := range patterns {
+		subject := name
+		if strings.Contains(p, ".") {
+			subject = schema + "." + name
+		}
+		if ok, _ := path.Match(p, subject); ok {
+			return true
+		}
+	}
+	return false
 }

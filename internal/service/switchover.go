@@ -16,6 +16,7 @@ import (
 
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 	"github.com/schedsync/schedsync/ship"
 )
 
@@ -224,6 +225,9 @@ func (m *Master) freeze(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
+	if err := grants.Check(ctx, conn, grants.Request{Fence: true}, "fencing the repository (switchover)"); err != nil {
+		return err
+	}
 	if err := setReadOnly(ctx, conn, true); err != nil {
 		return err
 	}
