@@ -19,7 +19,7 @@ import (
 // repository database and its tables; schedsync's has only what
 // `schedsync grants` prints for its side.
 const (
-	ownerRole    = "quartz"
+	ownerRole     = "quartz"
 	schedsyncRole = "schedsync"
 )
 
