@@ -274,6 +274,9 @@ func listTables(ctx context.Context, tx pgx.Tx, schemas []string) ([]tableRef, e
 // IDENTITY FULL that install set. It touches nothing else, and is a no-op
 // when nothing is installed.
 func Uninstall(ctx context.Context, conn *pgx.Conn) error {
+	if err := uninstallGrants(ctx, conn); err != nil {
+		return err
+	}
 	slot, err := repositorySlot(ctx, conn)
 	if err != nil {
 		return err
@@ -316,6 +319,52 @@ func Uninstall(ctx context.Context, conn *pgx.Conn) error {
 		}
 		return nil
 	})
+}
+
+// uninstallGrants checks, before uninstall drops anything, that its role
+// owns the tables it must change (only a table's owner may drop its
+// triggers or reset its REPLICA IDENTITY), and may drop the slot.
+func uninstallGrants(ctx context.Context, conn *pgx.Conn) error {
+	var full []string
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) (err error) {
+		full, err = replicaIdentityFull(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rows, err := conn.Query(ctx, `
+		WITH t AS (
+			SELECT DISTINCT c.relowner FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+			WHERE g.tgname IN ($1, $2)
+			UNION
+			SELECT c.relowner FROM pg_class c WHERE c.oid IN (SELECT to_regclass(q) FROM unnest($3::text[]) q))
+		SELECT format('GRANT %I TO %I;', pg_get_userbyid(relowner), current_user) FROM t
+		WHERE NOT pg_has_role(current_user, relowner, 'USAGE')
+		UNION ALL
+		SELECT format('ALTER ROLE %I REPLICATION;', current_user)
+		WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE database = current_database() AND slot_name LIKE 'schedsync%')
+		  AND NOT (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)
+		ORDER BY 1`, rowTrigger, statementTrigger, full)
+	if err != nil {
+		return fmt.Errorf("check the privileges uninstall needs: %w", err)
+	}
+	stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("check the privileges uninstall needs: %w", err)
+	}
+	if len(stmts) == 0 {
+		return nil
+	}
+	p := &grants.Plan{Exists: true}
+	if err := conn.QueryRow(ctx, `SELECT current_user::text, current_database()::text`).Scan(&p.Role, &p.Database); err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		p.Needs = append(p.Needs, grants.Need{Statement: s,
+			Why: "uninstall drops the capture triggers, the REPLICA IDENTITY FULL it set and the slot: only the tables' owner (or run uninstall as that owner), and a REPLICATION role, may"})
+	}
+	return &grants.MissingError{Plan: p, Work: "uninstall"}
 }
 
 // replicaIdentityFull lists the tables install set to REPLICA IDENTITY
