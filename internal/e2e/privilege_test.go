@@ -187,6 +187,26 @@ func leastPrivilege(t *testing.T, mode string) {
 // the roles: the old master is made read only for the scheduler, the new
 // one captures the scheduler's writes, and the old master streams them.
 func leastPrivilegeSwitchover(t *testing.T, ctx context.Context, w *world) {
+	t.Run("switchover refused up front without the grants", func(t *testing.T) {
+		r, err := w.slave.run(5*time.Minute, "switchover")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("switchover with the slave's grants only: exit %d\n%s", r.code, r.output())
+		if r.code == 0 || !strings.Contains(r.output(), "GRANT") || !strings.Contains(r.output(), "keep their roles") {
+			t.Errorf("switchover with the slave's grants only: exit %d, want a failure naming the GRANTs, both nodes keeping their roles", r.code)
+		}
+		// Nothing happened: the master still takes the scheduler's writes.
+		conn, err := pgx.Connect(ctx, roleURL(w.masterDB, ownerRole))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, `INSERT INTO job_history (fired_at) VALUES (2)`); err != nil {
+			t.Errorf("the scheduler's write on the master after a refused switchover: %v", err)
+		}
+		requireRoles(t, w.master, w.slave, 1)
+	})
 	t.Run("grants for switchover", func(t *testing.T) {
 		for _, side := range []struct {
 			n *node

@@ -73,6 +73,11 @@ const promoteApplyTimeout = 5 * time.Minute
 func (p *promoter) run(ctx context.Context) (PromoteResult, error) {
 	start := time.Now()
 	res := PromoteResult{Name: p.cfg.Node.Name, Listen: p.cfg.Sync.Listen}
+	// Before anything changes: the promoted node installs capture.
+	if err := checkGrants(ctx, p.connCfg, grantsFor(p.cfg, true, false), "promote"); err != nil {
+		p.sp.Close()
+		return res, err
+	}
 	ms, err := LoadMasterSync(p.cfg.Spool.Dir)
 	if err != nil {
 		p.log.Warn("could not read the old master's synchronous state", "err", err)

@@ -1,9 +1,13 @@
 package service
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 )
 
 // RepositoryConnConfig is the connection config of every schedsync session
@@ -36,4 +40,26 @@ func MasterConnConfig(url, purpose string) (*pgx.ConnConfig, error) {
 	}
 	c.RuntimeParams["synchronous_commit"] = "local"
 	return c, nil
+}
+
+// grantsFor is the privilege request of this node's repository as a
+// master that installs capture (master) or as a slave that a fenced
+// master becomes (fencedSlave).
+func grantsFor(cfg config.Config, master, fencedSlave bool) grants.Request {
+	return grants.Request{
+		Master: master, Install: master,
+		Slave: fencedSlave, Fence: fencedSlave,
+		Mode: cfg.Capture.Mode, Schemas: cfg.Repository.Schemas, Tables: cfg.Repository.Tables, DDL: cfg.DDL.Replicate,
+	}
+}
+
+// checkGrants connects to the repository and checks that the role holds
+// what req needs for work (grants.Check).
+func checkGrants(ctx context.Context, connCfg *pgx.ConnConfig, req grants.Request, work string) error {
+	conn, err := pgx.ConnectConfig(ctx, connCfg)
+	if err != nil {
+		return fmt.Errorf("connect to the repository: %w", err)
+	}
+	defer conn.Close(context.Background())
+	return grants.Check(ctx, conn, req, work)
 }

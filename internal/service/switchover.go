@@ -167,6 +167,11 @@ func (m *Master) prepareDemote(ctx context.Context, slave string) (ready switcho
 	if !m.reg.connected(slave) {
 		return ready, fmt.Errorf("slave %s is not streaming from this master; start it and let it catch up first", slave)
 	}
+	// Before the demote hook stops the scheduler: this master must be
+	// able to fence its repository and then to apply as a slave.
+	if err := checkGrants(ctx, m.connCfg, grantsFor(m.cfg, false, true), "a switchover (this master fences its repository and becomes a slave)"); err != nil {
+		return ready, fmt.Errorf("on the master: %w", err)
+	}
 	if err := RunHook(ctx, m.cfg, m.log, HookDemote, config.RoleMaster, m.gen.Load()); err != nil {
 		m.undoDemote(context.WithoutCancel(ctx))
 		return ready, fmt.Errorf("on the master: %w", err)
@@ -354,6 +359,11 @@ func (s *Slave) switchover(ctx context.Context) (SwitchoverResult, error) {
 	s.mu.Unlock()
 	if !streaming {
 		return res, fmt.Errorf("the slave is not streaming from its master at %s: a switchover needs both up; if the master is gone, run schedsync promote", s.addr)
+	}
+	// Before the master is asked to demote: this node must be able to
+	// install capture as master.
+	if err := checkGrants(ctx, s.connCfg, grantsFor(s.cfg, true, false), "a switchover (this slave becomes master)"); err != nil {
+		return res, fmt.Errorf("%w; both nodes keep their roles", err)
 	}
 	nc, err := ship.Dial(ctx, s.addr, s.tlsConf)
 	if err != nil {
