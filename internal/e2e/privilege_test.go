@@ -262,17 +262,7 @@ func ownedRepository(t *testing.T, ctx context.Context, c *pgtest.Cluster) {
 	execAs(t, ctx, c.URL("postgres"), `CREATE ROLE quartz LOGIN`)
 	execAs(t, ctx, c.URL("postgres"), `CREATE ROLE schedsync LOGIN`)
 	execAs(t, ctx, c.URL("postgres"), `CREATE DATABASE sched OWNER quartz`)
-	conn, err := pgx.Connect(ctx, roleURL(c, ownerRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if err := quartz.CreateSchema(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, extraSchema); err != nil {
-		t.Fatalf("create the extra schema: %v", err)
-	}
+	createTables(t, ctx, roleURL(c, ownerRole))
 }
 
 // roleURL is the URL of database sched on c as role.

@@ -177,6 +177,14 @@ func createRepository(t *testing.T, ctx context.Context, c *pgtest.Cluster) stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	createTables(t, ctx, url)
+	return url
+}
+
+// createTables creates the Quartz schema and the extra table in the
+// database of url, as url's role.
+func createTables(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +196,6 @@ func createRepository(t *testing.T, ctx context.Context, c *pgtest.Cluster) stri
 	if _, err := conn.Exec(ctx, extraSchema); err != nil {
 		t.Fatalf("create the extra schema: %v", err)
 	}
-	return url
 }
 
 // install runs `schedsync install` on both nodes, while the tables are
