@@ -9,13 +9,13 @@
 //     ownership of schema schedsync and everything in it once it does.
 //   - Master, either mode: SELECT on the replicated tables and sequences
 //     (backups, verify; the sequence sampler sees no value without it).
-//   - Master, trigger mode: TRIGGER on the replicated tables. The capture
-//     functions are SECURITY DEFINER, so the scheduler's own role needs
-//     nothing.
+//   - Master, trigger mode: TRIGGER on the replicated tables, for install.
+//     The capture functions are SECURITY DEFINER, so the scheduler's own
+//     role needs nothing.
 //   - Master, logical mode: the REPLICATION attribute (the slot and its
-//     stream), CREATE on the database (the publication) and membership in
-//     the role that owns the tables: PostgreSQL lets only a table's owner
-//     publish it or set its REPLICA IDENTITY.
+//     stream); for install, CREATE on the database (the publication) and
+//     membership in the role that owns the tables: PostgreSQL lets only a
+//     table's owner publish it or set its REPLICA IDENTITY.
 //   - Slave: SELECT, INSERT, UPDATE, DELETE and TRUNCATE on the tables,
 //     SELECT and UPDATE on the sequences (setval), and SET on parameter
 //     session_replication_role (PostgreSQL 15: GRANT SET ON PARAMETER), so
@@ -381,7 +381,7 @@ func merge(needs []Need) []Need {
 func tablePrivileges(r Request) (tables, sequences []string) {
 	if r.Master {
 		tables = append(tables, "SELECT")
-		if r.Mode != config.CaptureLogical {
+		if r.Mode != config.CaptureLogical && r.Install {
 			tables = append(tables, "TRIGGER")
 		}
 		sequences = append(sequences, "SELECT")
@@ -467,7 +467,7 @@ func tableNeeds(p *Plan, r Request, s string, rels []relation) {
 			}
 		}
 	}
-	if r.Master && r.Mode == config.CaptureLogical {
+	if r.Master && r.Mode == config.CaptureLogical && r.Install {
 		ownerNeeds(p, tables, "capture.mode = logical: only a table's owner may add it to a publication or set its REPLICA IDENTITY", false)
 	}
 	if r.Slave && r.DDL {
@@ -502,7 +502,7 @@ func whyTables(r Request) string {
 	var parts []string
 	if r.Master {
 		s := "the master reads the replicated tables (backup, verify)"
-		if r.Mode != config.CaptureLogical {
+		if r.Mode != config.CaptureLogical && r.Install {
 			s += " and puts capture triggers on them"
 		}
 		parts = append(parts, s)
