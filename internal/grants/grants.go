@@ -274,8 +274,8 @@ func Work(ctx context.Context, q Querier, r Request) (*Plan, error) {
 		}
 		add(why, fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s;", db, role), held)
 	}
-	if schedsyncExists && p.Exists {
-		stmts, err := foreignObjects(ctx, q, p.Role)
+	if schedsyncExists {
+		stmts, err := foreignObjects(ctx, q, p.Role, p.Exists)
 		if err != nil {
 			return nil, err
 		}
@@ -563,20 +563,20 @@ func relations(ctx context.Context, q Querier, role string, r Request) ([]relati
 // foreignObjects are the statements that give role the objects of schema
 // schedsync it does not own: left by an install as another role (often a
 // superuser), they would make the next install or apply fail halfway.
-func foreignObjects(ctx context.Context, q Querier, role string) ([]string, error) {
+func foreignObjects(ctx context.Context, q Querier, role string, exists bool) ([]string, error) {
 	rows, err := q.Query(ctx, `
 		SELECT 'ALTER SCHEMA schedsync OWNER TO ' || quote_ident($1) || ';'
-		FROM pg_namespace n WHERE n.nspname = 'schedsync' AND NOT pg_has_role($1, n.nspowner, 'USAGE')
+		FROM pg_namespace n WHERE n.nspname = 'schedsync' AND NOT (CASE WHEN $2 THEN pg_has_role($1, n.nspowner, 'USAGE') ELSE false END)
 		UNION ALL
 		SELECT * FROM (SELECT 'ALTER TABLE schedsync.' || quote_ident(c.relname) || ' OWNER TO ' || quote_ident($1) || ';'
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = 'schedsync' AND c.relkind IN ('r', 'p') AND NOT pg_has_role($1, c.relowner, 'USAGE')
+		WHERE n.nspname = 'schedsync' AND c.relkind IN ('r', 'p') AND NOT (CASE WHEN $2 THEN pg_has_role($1, c.relowner, 'USAGE') ELSE false END)
 		ORDER BY c.relname) t
 		UNION ALL
 		SELECT * FROM (SELECT 'ALTER FUNCTION ' || p.oid::regprocedure::text || ' OWNER TO ' || quote_ident($1) || ';'
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-		WHERE n.nspname = 'schedsync' AND NOT pg_has_role($1, p.proowner, 'USAGE')
-		ORDER BY 1) f`, role)
+		WHERE n.nspname = 'schedsync' AND NOT (CASE WHEN $2 THEN pg_has_role($1, p.proowner, 'USAGE') ELSE false END)
+		ORDER BY 1) f`, role, exists)
 	if err != nil {
 		return nil, err
 	}
