@@ -89,5 +89,9 @@ func (a *app) checkStartGrants(ctx context.Context, cfg *config.Config) error {
 		return nil
 	}
 	defer conn.Close(context.Background())
-	return grants.Check(cctx, conn, grants.ForConfig(&eff, false), "the "+string(eff.Node.Role)+" service")
+	req := grants.ForConfig(&eff, false)
+	// With a witness, a master fences itself when it is cut off: it must
+	// be able to.
+	req.Fence = req.Master && eff.Failover.Witness != ""
+	return grants.Check(cctx, conn, req, "the "+string(eff.Node.Role)+" service")
 }

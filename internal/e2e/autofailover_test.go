@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -183,7 +184,12 @@ func autoFailoverScenario(t *testing.T, mode string) {
 			t.Skip("measuring the defaults")
 		}
 		execOn(t, ctx, w.slave.repo, `ALTER TABLE job_history DROP COLUMN payload`)
-		execOn(t, ctx, w.master.repo, `INSERT INTO job_history (fired_at, payload) VALUES (4, '{"kept":"back"}')`)
+		// The master restarted without the witness may have fenced itself
+		// before its slave came back; it lifts the fence a check later.
+		eventually.True(t, "the master's repository to take the scheduler's writes", recoverTimeout, func() (bool, string) {
+			_, err := connect(t, ctx, w.master.repo).Exec(ctx, `INSERT INTO job_history (fired_at, payload) VALUES (4, '{"kept":"back"}')`)
+			return err == nil, fmt.Sprint(err)
+		})
 		eventually.True(t, "the slave to stop applying", recoverTimeout, func() (bool, string) {
 			st, err := w.slave.status()
 			return err == nil && st.State == "apply_error", st.String()
