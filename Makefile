@@ -21,7 +21,7 @@ PG_LIBDIR ?= /usr/lib/postgresql
 HAVE_PG = { { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null 2>&1 || \
 	ls $(PG_LIBDIR)/*/bin/initdb >/dev/null 2>&1; }
 
-.PHONY: all build test deps browser soak vet fmt demo clean bench gobench package
+.PHONY: all build test deps browser soak fuzz vet fmt demo clean bench gobench package
 
 all: build
 
@@ -76,6 +76,23 @@ soak: deps
 	set -o pipefail; CI=$${CI:-true} SCHEDSYNC_SOAK=$(SOAK) $(SOAKFLAGS) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./internal/e2e | \
 		tee $(SOAKLOG) | grep -E '^(=== RUN|--- |    ---|ok|FAIL|PASS)|soak_test.go:[0-9]+: soak|rows_test' || \
 		{ echo "soak failed; the whole log, failure included, is in $(SOAKLOG)"; exit 1; }
+
+# Every fuzz target (or those whose name matches FUZZ) for FUZZTIME
+# executions each, one worker, one target after the other; each log and a
+# summary line per target (exit code, seconds, executions) go to FUZZLOG.
+# RELIABILITY.md's counts come from make fuzz FUZZTIME=10000000x.
+FUZZTIME ?= 10000000x
+FUZZ ?= .
+FUZZLOG ?= /tmp/schedsync-fuzz
+fuzz:
+	@mkdir -p $(FUZZLOG)
+	@CI=$${CI:-true} $(GO) test -list '^Fuzz' ./... | \
+		awk '/^Fuzz/ { n[++c] = $$1; next } /^ok/ { for (i = 1; i <= c; i++) print $$2, n[i]; c = 0 }' | \
+		grep -E ' ($(FUZZ))' | while read pkg name; do \
+			start=$$(date +%s); \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1 > $(FUZZLOG)/$$name.log 2>&1; rc=$$?; \
+			echo "$$pkg $$name rc=$$rc secs=$$(( $$(date +%s) - start )) $$(grep -o 'execs: [0-9]*' $(FUZZLOG)/$$name.log | tail -1)" | tee -a $(FUZZLOG)/summary.txt; \
+		done
 
 gobench: deps
 	CI=$${CI:-true} $(GO) test -run '^$$' -bench . ./...
