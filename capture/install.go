@@ -101,6 +101,10 @@ func (e *NoPrimaryKeyError) Error() string {
 // puts the capture triggers on every matching table. It is idempotent: a
 // second run changes nothing, and tables created since the last run get their
 // triggers.
+//
+// Its callers check the privileges it needs first (grants.Check: the
+// install command, and promote and switchover before anything changes),
+// so that Install does not repeat that work inside a failover.
 func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallReport, error) {
 	var rep InstallReport
 	if opts.Role != config.RoleMaster && opts.Role != config.RoleSlave {
@@ -111,14 +115,6 @@ func Install(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (InstallR
 	}
 	if opts.Mode != config.CaptureTrigger && opts.Mode != config.CaptureLogical {
 		return rep, fmt.Errorf("install: capture mode %q is not trigger or logical", opts.Mode)
-	}
-	// Every privilege first, so that a role without them learns all the
-	// statements at once instead of failing halfway.
-	if err := grants.Check(ctx, conn, grants.Request{
-		Master: opts.Role == config.RoleMaster, Slave: opts.Role == config.RoleSlave, Install: true,
-		Mode: opts.Mode, Schemas: opts.Schemas, Tables: opts.Tables, DDL: opts.DDL,
-	}, "install"); err != nil {
-		return rep, err
 	}
 	if opts.Role == config.RoleMaster && opts.Mode == config.CaptureLogical {
 		return installLogical(ctx, conn, opts)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/schedsync/schedsync/capture"
 	"github.com/schedsync/schedsync/internal/config"
+	"github.com/schedsync/schedsync/internal/grants"
 )
 
 func (a *app) newInstallCmd() *cobra.Command {
@@ -35,7 +36,11 @@ func (a *app) runInstall(cmd *cobra.Command, cfg *config.Config, _ []string) err
 		return err
 	}
 	defer conn.Close(ctx)
-
+	// Every privilege first, so that a role without them learns all the
+	// statements at once instead of failing halfway.
+	if err := grants.Check(ctx, conn, grants.ForConfig(cfg, true), "install"); err != nil {
+		return err
+	}
 	report, err := capture.Install(ctx, conn, capture.InstallOptions{
 		Schemas:   cfg.Repository.Schemas,
 		Tables:    cfg.Repository.Tables,

@@ -53,6 +53,10 @@ func (a *app) runRestore(ctx context.Context, cfg *config.Config, in string) err
 	if _, err := os.Stat(in); err != nil {
 		return fmt.Errorf("backup file: %w", err)
 	}
+	// resync checks the same before it stops the service.
+	if err := a.checkGrants(ctx, cfg, grants.ForConfig(cfg, false), "restore"); err != nil {
+		return err
+	}
 	start := time.Now()
 	m, err := a.restoreFrom(ctx, cfg, in)
 	if err != nil {
@@ -83,9 +87,6 @@ func (a *app) restoreFrom(ctx context.Context, cfg *config.Config, in string) (b
 		return backup.Manifest{}, err
 	}
 	defer conn.Close(context.Background())
-	if err := grants.Check(ctx, conn, grants.ForConfig(asSlave(cfg), false), "restore"); err != nil {
-		return backup.Manifest{}, err
-	}
 	open := func() (io.ReadCloser, error) {
 		f, err := os.Open(in)
 		if err != nil {

@@ -215,13 +215,7 @@ func Work(ctx context.Context, q Querier, r Request) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	var dbOwner string
-	var dbOwnerSuper, replication bool
-	err = q.QueryRow(ctx, `SELECT r.rolname::text, r.rolsuper FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
-		WHERE d.datname = current_database()`).Scan(&dbOwner, &dbOwnerSuper)
-	if err != nil {
-		return nil, err
-	}
+	var replication bool
 	err = q.QueryRow(ctx, `SELECT true, rolsuper, rolreplication OR rolsuper FROM pg_roles WHERE rolname = $1`, p.Role).
 		Scan(&p.Exists, &p.Super, &replication)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -332,6 +326,13 @@ func Work(ctx context.Context, q Querier, r Request) (*Plan, error) {
 
 	if r.Fence {
 		held, err := has(`SELECT pg_has_role($1, (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')`, p.Role)
+		if err != nil {
+			return nil, err
+		}
+		var dbOwner string
+		var dbOwnerSuper bool
+		err = q.QueryRow(ctx, `SELECT r.rolname::text, r.rolsuper FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
+			WHERE d.datname = current_database()`).Scan(&dbOwner, &dbOwnerSuper)
 		if err != nil {
 			return nil, err
 		}

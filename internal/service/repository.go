@@ -46,11 +46,9 @@ func MasterConnConfig(url, purpose string) (*pgx.ConnConfig, error) {
 // master that installs capture (master) or as a slave that a fenced
 // master becomes (fencedSlave).
 func grantsFor(cfg config.Config, master, fencedSlave bool) grants.Request {
-	return grants.Request{
-		Master: master, Install: master,
-		Slave: fencedSlave, Fence: fencedSlave,
-		Mode: cfg.Capture.Mode, Schemas: cfg.Repository.Schemas, Tables: cfg.Repository.Tables, DDL: cfg.DDL.Replicate,
-	}
+	req := grants.ForConfig(&cfg, master)
+	req.Master, req.Slave, req.Fence = master, fencedSlave, fencedSlave
+	return req
 }
 
 // checkGrants connects to the repository and checks that the role holds
