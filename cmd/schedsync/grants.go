@@ -28,7 +28,8 @@ that does not exist yet gets a CREATE ROLE). --side picks the needs of a
 master, a slave, or both (the default: a failover swaps the roles, so every
 node that may be promoted needs both). --switchover=false leaves out what
 switchover and fencing need (the database's owner, pg_read_all_stats,
-pg_signal_backend): replication itself does not. --missing prints only
+pg_signal_backend, and the tables' owner to drop the old master's capture
+triggers): replication itself does not. --missing prints only
 what the role lacks. install, start, backup, restore, resync and switchover check the
 same list before they touch anything, and name what is missing.`,
 		Args: cobra.NoArgs,
@@ -59,6 +60,7 @@ func (a *app) runGrants(ctx context.Context, cfg *config.Config, role, side stri
 	// Fencing is the master's: the node that is master when a switchover
 	// starts makes its repository read only.
 	req.Fence = req.Master && switchover
+	req.Demote = req.Fence
 	conn, err := a.connectRepository(ctx, cfg, "grants")
 	if err != nil {
 		return err

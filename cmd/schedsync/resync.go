@@ -83,7 +83,7 @@ func (a *app) resync(ctx context.Context, cfg *config.Config, force bool) error 
 		fmt.Fprintln(a.stdout, "the slave is in step with its master; no re-sync needed")
 		return nil
 	}
-	if err := a.checkGrants(ctx, cfg, grants.ForConfig(asSlave(cfg), false), "resync"); err != nil {
+	if err := a.checkResyncGrants(ctx, cfg); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "re-syncing: %s\n", reason)
@@ -213,4 +213,24 @@ func lockFile(path string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// checkResyncGrants checks what resync needs before it stops the service:
+// a slave's privileges and, on a former master (fail-back), what dropping
+// its capture objects needs.
+func (a *app) checkResyncGrants(ctx context.Context, cfg *config.Config) error {
+	conn, err := a.connectRepository(ctx, cfg, "check privileges")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	req := grants.ForConfig(asSlave(cfg), false)
+	mode, err := capture.InstalledMode(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("read the installed capture mode: %w", err)
+	}
+	if mode != "" {
+		req.Demote, req.Mode = true, mode
+	}
+	return grants.Check(ctx, conn, req, "resync")
 }

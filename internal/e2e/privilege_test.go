@@ -16,15 +16,17 @@ import (
 )
 
 // Roles of the least-privilege scenario: the scheduler's role owns the
-// repository database and its tables; schedsync's has only what
+// repository's tables, a DBA's role owns the database (so that neither
+// owner stands in for the other); schedsync's role has only what
 // `schedsync grants` prints for its side.
 const (
 	ownerRole     = "quartz"
+	dbOwnerRole   = "sched_dba"
 	schedsyncRole = "schedsync"
 )
 
 // TestLeastPrivilege runs a pair whose repositories belong to a
-// non-superuser scheduler role, with schedsync connecting as a role that
+// non-superuser scheduler role (the tables) and DBA role (the database), with schedsync connecting as a role that
 // holds nothing but what `schedsync grants --side ROLE --switchover=false`
 // prints: install refuses at first and names the statements, the pair
 // then replicates the Quartz workload, a resync under load restores as
@@ -214,7 +216,9 @@ func leastPrivilegeSwitchover(t *testing.T, ctx context.Context, w *world) {
 		}{{w.master, w.masterDB}, {w.slave, w.slaveDB}} {
 			script := side.n.mustRun(t, cmdTimeout, "grants")
 			execAs(t, ctx, side.c.URL("sched"), script)
-			for _, want := range []string{"pg_read_all_stats", "pg_signal_backend", ownerRole} {
+			// The database's owner fences; the tables' owner drops the
+			// capture triggers of the master that becomes a slave.
+			for _, want := range []string{"pg_read_all_stats", "pg_signal_backend", dbOwnerRole, ownerRole} {
 				if !queryBool(t, ctx, side.c.URL("sched"), `SELECT pg_has_role('schedsync', '`+want+`', 'USAGE')`) {
 					t.Errorf("%s: after grants, schedsync is no member of %s", side.n.name, want)
 				}
@@ -255,13 +259,16 @@ func leastPrivilegeSwitchover(t *testing.T, ctx context.Context, w *world) {
 	})
 }
 
-// ownedRepository creates roles quartz and schedsync and database sched
-// owned by quartz, whose Quartz and extra tables quartz creates.
+// ownedRepository creates roles quartz, sched_dba and schedsync, and
+// database sched owned by sched_dba, whose Quartz and extra tables quartz
+// creates.
 func ownedRepository(t *testing.T, ctx context.Context, c *pgtest.Cluster) {
 	t.Helper()
 	execAs(t, ctx, c.URL("postgres"), `CREATE ROLE quartz LOGIN`)
+	execAs(t, ctx, c.URL("postgres"), `CREATE ROLE sched_dba LOGIN`)
 	execAs(t, ctx, c.URL("postgres"), `CREATE ROLE schedsync LOGIN`)
-	execAs(t, ctx, c.URL("postgres"), `CREATE DATABASE sched OWNER quartz`)
+	execAs(t, ctx, c.URL("postgres"), `CREATE DATABASE sched OWNER sched_dba`)
+	execAs(t, ctx, roleURL(c, dbOwnerRole), `GRANT CREATE ON SCHEMA public TO quartz`)
 	createTables(t, ctx, roleURL(c, ownerRole))
 }
 

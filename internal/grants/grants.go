@@ -67,6 +67,11 @@ type Request struct {
 	Install bool
 	// Fence adds what making the repository read only needs.
 	Fence bool
+	// Demote adds what dropping a master's capture objects needs, when a
+	// switchover makes the master a slave or a resync replaces a former
+	// master's data: only a table's owner may drop its triggers or reset
+	// its REPLICA IDENTITY, and only a REPLICATION role may drop a slot.
+	Demote bool
 	// Mode is the master's capture mode.
 	Mode config.CaptureMode
 	// Schemas and Tables select the replicated tables, as
@@ -281,6 +286,8 @@ func Work(ctx context.Context, q Querier, r Request) (*Plan, error) {
 	// Role attributes and parameters.
 	if logicalMaster {
 		add("capture.mode = logical reads a replication slot", fmt.Sprintf("ALTER ROLE %s REPLICATION;", role), replication)
+	} else if r.Demote && r.Mode == config.CaptureLogical {
+		add("a master that becomes a slave drops its replication slot", fmt.Sprintf("ALTER ROLE %s REPLICATION;", role), replication)
 	}
 	if r.Slave {
 		held := false
@@ -470,6 +477,9 @@ func tableNeeds(p *Plan, r Request, s string, rels []relation) {
 	}
 	if r.Master && r.Mode == config.CaptureLogical && r.Install {
 		ownerNeeds(p, tables, "capture.mode = logical: only a table's owner may add it to a publication or set its REPLICA IDENTITY", false)
+	}
+	if r.Demote {
+		ownerNeeds(p, tables, "a master that becomes a slave (switchover) drops its capture triggers and the REPLICA IDENTITY FULL it set: only a table's owner may", false)
 	}
 	if r.Slave && r.DDL {
 		ownerNeeds(p, tables, "ddl.replicate: the slave runs the master's schema changes as the owner of the changed table (not needed while the master captures none)", true)

@@ -100,7 +100,7 @@ func requireContains(t *testing.T, what, got string, want ...string) {
 }
 
 // The statements that a role lacks, once run, leave nothing missing: for
-// each side and mode, and for fencing.
+// each side and mode, for a master's demotion and for fencing.
 func TestGrantingWhatIsMissingLeavesNothingMissing(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -113,6 +113,10 @@ func TestGrantingWhatIsMissingLeavesNothingMissing(t *testing.T) {
 			[]string{`REPLICATION;`, `GRANT CREATE ON DATABASE`, `GRANT "own_`}},
 		{"slave", Request{Slave: true, Mode: config.CaptureTrigger},
 			[]string{`GRANT SET ON PARAMETER session_replication_role`, `GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA "app"`, `GRANT SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "app"`}},
+		{"demoted trigger master", Request{Demote: true, Mode: config.CaptureTrigger},
+			[]string{`GRANT "own_`}},
+		{"demoted logical master", Request{Demote: true, Mode: config.CaptureLogical},
+			[]string{`REPLICATION;`, `GRANT "own_`}},
 		{"fencing", Request{Fence: true},
 			[]string{`GRANT pg_read_all_stats`, `GRANT pg_signal_backend`, `ALTER DATABASE`}},
 	} {
