@@ -24,10 +24,7 @@ func FuzzLoadConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, kind uint8) {
 		ext := []string{".properties", ".yaml", ".toml"}[int(kind)%3]
 		path := filepath.Join(dir, "fuzz"+ext)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		l := &loader{path: path}
+		l := &loader{path: path, data: append([]byte{}, data...)}
 		cfg, err := l.load()
 		if err == nil && cfg == nil {
 			t.Fatal("no config and no error")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/go-viper/encoding/javaproperties"
 	"github.com/spf13/viper"
@@ -34,8 +35,21 @@ var configFormats = map[string]string{
 // envName is the variable that overrides key: spool.max_backlog is
 // SCHEDSYNC_SPOOL_MAX_BACKLOG.
 func envName(key string) string {
+	if env, ok := keyEnvs()[key]; ok {
+		return env
+	}
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
+
+// keyEnvs maps every key to its variable, worked out once: each load
+// binds them all.
+var keyEnvs = sync.OnceValue(func() map[string]string {
+	m := map[string]string{}
+	for _, k := range config.Keys() {
+		m[k.Name] = envPrefix + strings.ToUpper(strings.ReplaceAll(k.Name, ".", "_"))
+	}
+	return m
+})
 
 // loadConfig reads the node's config file and environment into a validated
 // config.Config. Every error names the file, and the key when there is one.
@@ -80,6 +94,9 @@ func findConfigFile(flag string) (string, error) {
 // loader turns one config file plus the environment into a Config.
 type loader struct {
 	path string
+	// data, when not nil, is the file's content, read from path otherwise
+	// (the fuzz target decodes bytes without writing a file each time).
+	data []byte
 	v    *viper.Viper
 }
 
@@ -142,9 +159,12 @@ func (l *loader) read() ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("config %s: unsupported file type %q; use .properties, .yaml, .yml or .toml", l.path, ext)
 	}
-	data, err := os.ReadFile(l.path)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", l.path, err)
+	data := l.data
+	if data == nil {
+		var err error
+		if data, err = os.ReadFile(l.path); err != nil {
+			return nil, fmt.Errorf("config %s: %w", l.path, err)
+		}
 	}
 	reg := viper.NewCodecRegistry()
 	// A fresh codec per load: javaproperties.Codec keeps the parsed file in

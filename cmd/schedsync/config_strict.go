@@ -24,8 +24,8 @@ var reservedEnv = map[string]bool{
 // misspelt one (SCHEDSYNC_SPOOL_MAXBACKLOG) would be ignored silently.
 func (l *loader) checkUnknownEnv() error {
 	known := map[string]bool{}
-	for _, k := range config.Keys() {
-		known[envName(k.Name)] = true
+	for _, env := range keyEnvs() {
+		known[env] = true
 	}
 	var errs []error
 	for _, kv := range os.Environ() {
