@@ -225,12 +225,16 @@ func (a *app) checkResyncGrants(ctx context.Context, cfg *config.Config) error {
 	}
 	defer conn.Close(context.Background())
 	req := grants.ForConfig(asSlave(cfg), false)
+	if err := grants.Check(ctx, conn, req, "resync"); err != nil {
+		return err
+	}
 	mode, err := capture.InstalledMode(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("read the installed capture mode: %w", err)
 	}
-	if mode != "" {
-		req.Demote, req.Mode = true, mode
+	if mode == "" {
+		return nil
 	}
-	return grants.Check(ctx, conn, req, "resync")
+	req.Demote, req.Mode = true, mode
+	return grants.Check(ctx, conn, req, "resync (this former master drops its capture objects)")
 }
