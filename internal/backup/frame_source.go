@@ -22,8 +22,13 @@ type frameSource struct {
 	stop    chan struct{}
 	done    chan struct{} // the reading goroutine has returned
 	workers sync.WaitGroup
-	bufs    sync.Pool
 }
+
+// frameBufs holds chunk-sized buffers for compressed and decompressed
+// frames, shared by every frameSource: a file reuses them frame after
+// frame, and so does the next file (verify then restore, or many small
+// files) instead of zeroing megabytes anew.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
 // inFrame is one frame read from the file.
 type inFrame struct {
@@ -52,7 +57,6 @@ func newFrameSource(r io.Reader) (*frameSource, error) {
 	depth := 2*workers + 2
 	s := &frameSource{fr: fr, dec: dec, queue: make(chan *inFrame, depth), jobs: make(chan *inFrame, depth+2),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	s.bufs.New = func() any { b := make([]byte, 0, chunkSize); return &b }
 	for range workers {
 		s.workers.Go(s.decompress)
 	}
@@ -61,7 +65,7 @@ func newFrameSource(r io.Reader) (*frameSource, error) {
 }
 
 func (s *frameSource) getBuf(n int) []byte {
-	b := *s.bufs.Get().(*[]byte)
+	b := *frameBufs.Get().(*[]byte)
 	if cap(b) < n {
 		return make([]byte, 0, n)
 	}
@@ -71,7 +75,7 @@ func (s *frameSource) getBuf(n int) []byte {
 func (s *frameSource) putBuf(b []byte) {
 	if cap(b) >= chunkSize && cap(b) <= maxRawChunk {
 		b = b[:0]
-		s.bufs.Put(&b)
+		frameBufs.Put(&b)
 	}
 }
 
