@@ -234,8 +234,13 @@ func mountSmallFS(t *testing.T, n *node, size int64) {
 	}
 	// The service first: its pid file is on the mount, so once unmounted
 	// neither the node's cleanup nor the reaper could find it.
+	// The log is on the mount too: a failed test shows it before it goes
+	// (the world's own dump runs later, after the unmount).
 	t.Cleanup(func() {
 		n.killIfRunning(t)
+		if t.Failed() {
+			t.Logf("---- last lines of %s's log, on the small filesystem about to be unmounted:\n%s", n.name, n.logTail(80))
+		}
 		_ = exec.Command("umount", "-l", dir).Run()
 	})
 }
