@@ -30,7 +30,13 @@ func nearest(unknown string, names []string, limit int, also func(name string) b
 	}
 	var cands []cand
 	for _, n := range names {
-		if d := editDistance(unknown, n); d <= limit || (also != nil && also(n)) {
+		keep := also != nil && also(n)
+		// The distance is at least the difference in length: skip the
+		// quadratic work for names that cannot be within limit.
+		if !keep && abs(len(unknown)-len(n)) > limit {
+			continue
+		}
+		if d := editDistance(unknown, n); d <= limit || keep {
 			cands = append(cands, cand{n, d})
 		}
 	}
@@ -77,4 +83,11 @@ func orJoin(items []string) string {
 		return strings.Join(items, "")
 	}
 	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
