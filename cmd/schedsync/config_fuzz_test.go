@@ -24,6 +24,8 @@ func FuzzLoadConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, kind uint8) {
 		ext := []string{".properties", ".yaml", ".toml"}[int(kind)%3]
 		path := filepath.Join(dir, "fuzz"+ext)
+		// Never nil (the loader would read path instead), even for empty
+		// input.
 		l := &loader{path: path, data: append([]byte{}, data...)}
 		cfg, err := l.load()
 		if err == nil && cfg == nil {

@@ -38,6 +38,10 @@ func envName(key string) string {
 	if env, ok := keyEnvs()[key]; ok {
 		return env
 	}
+	return deriveEnvName(key)
+}
+
+func deriveEnvName(key string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
@@ -46,7 +50,7 @@ func envName(key string) string {
 var keyEnvs = sync.OnceValue(func() map[string]string {
 	m := map[string]string{}
 	for _, k := range config.Keys() {
-		m[k.Name] = envPrefix + strings.ToUpper(strings.ReplaceAll(k.Name, ".", "_"))
+		m[k.Name] = deriveEnvName(k.Name)
 	}
 	return m
 })

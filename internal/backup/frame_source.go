@@ -64,7 +64,8 @@ func newFrameSource(r io.Reader) (*frameSource, error) {
 	return s, nil
 }
 
-func (s *frameSource) getBuf(n int) []byte {
+// getBuf is an empty buffer of capacity n or more.
+func getBuf(n int) []byte {
 	b := *frameBufs.Get().(*[]byte)
 	if cap(b) < n {
 		return make([]byte, 0, n)
@@ -72,7 +73,8 @@ func (s *frameSource) getBuf(n int) []byte {
 	return b[:0]
 }
 
-func (s *frameSource) putBuf(b []byte) {
+// putBuf gives back a buffer of getBuf's once nothing refers to it.
+func putBuf(b []byte) {
 	if cap(b) >= chunkSize && cap(b) <= maxRawChunk {
 		b = b[:0]
 		frameBufs.Put(&b)
@@ -93,7 +95,7 @@ func (s *frameSource) read() {
 		}
 		if f.err == nil {
 			if h.typ == frameData {
-				f.comp = append(s.getBuf(len(p)), p...)
+				f.comp = append(getBuf(len(p)), p...)
 				f.ready = make(chan struct{})
 			} else {
 				f.payload = append([]byte(nil), p...)
@@ -115,14 +117,14 @@ func (s *frameSource) read() {
 
 func (s *frameSource) decompress() {
 	for f := range s.jobs {
-		out, err := s.dec.DecodeAll(f.comp, s.getBuf(f.rawLen))
+		out, err := s.dec.DecodeAll(f.comp, getBuf(f.rawLen))
 		switch {
 		case err != nil:
 			f.err = corruptf(f.off, "data frame does not decompress: %v", err)
 		case len(out) != f.rawLen:
 			f.err = corruptf(f.off, "data frame decompresses to %d bytes, its header says %d", len(out), f.rawLen)
 		}
-		s.putBuf(f.comp)
+		putBuf(f.comp)
 		f.comp, f.payload = nil, out
 		close(f.ready)
 	}
@@ -151,7 +153,7 @@ func (s *frameSource) next(ctx context.Context) (*inFrame, error) {
 // release gives a data frame's buffer back.
 func (s *frameSource) release(f *inFrame) {
 	if f.typ == frameData && f.payload != nil {
-		s.putBuf(f.payload)
+		putBuf(f.payload)
 		f.payload = nil
 	}
 }

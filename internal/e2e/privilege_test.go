@@ -25,10 +25,10 @@ const (
 	schedsyncRole = "schedsync"
 )
 
-// TestLeastPrivilege runs a pair whose repositories belong to a
-// non-superuser scheduler role (the tables) and DBA role (the database), with schedsync connecting as a role that
-// holds nothing but what `schedsync grants --side ROLE --switchover=false`
-// prints: install refuses at first and names the statements, the pair
+// TestLeastPrivilege runs a pair whose repositories belong to
+// non-superuser roles (the scheduler's owns the tables, a DBA's the
+// database), with schedsync connecting as a role that holds nothing but
+// what `schedsync grants --side ROLE --switchover=false` prints: install refuses at first and names the statements, the pair
 // then replicates the Quartz workload, a resync under load restores as
 // that role, and the slave's rows equal the master's, compared as a
 // superuser. A privilege revoked later makes start refuse with its GRANT.

@@ -44,10 +44,10 @@ func MasterConnConfig(url, purpose string) (*pgx.ConnConfig, error) {
 
 // grantsFor is the privilege request of this node's repository as a
 // master that installs capture (master) or as a slave that a fenced
-// master becomes (fencedSlave).
+// master becomes (fencedSlave), dropping its capture objects.
 func grantsFor(cfg config.Config, master, fencedSlave bool) grants.Request {
 	req := grants.ForConfig(&cfg, master)
-	req.Master, req.Slave, req.Fence = master, fencedSlave, fencedSlave
+	req.Master, req.Slave, req.Fence, req.Demote = master, fencedSlave, fencedSlave, fencedSlave
 	return req
 }
 

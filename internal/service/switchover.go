@@ -169,9 +169,7 @@ func (m *Master) prepareDemote(ctx context.Context, slave string) (ready switcho
 	}
 	// Before the demote hook stops the scheduler: this master must be
 	// able to fence its repository and then to apply as a slave.
-	req := grantsFor(m.cfg, false, true)
-	req.Demote = true
-	if err := checkGrants(ctx, m.connCfg, req, "a switchover (this master fences its repository, drops its capture objects and becomes a slave)"); err != nil {
+	if err := checkGrants(ctx, m.connCfg, grantsFor(m.cfg, false, true), "a switchover (this master fences its repository, drops its capture objects and becomes a slave)"); err != nil {
 		return ready, fmt.Errorf("on the master: %w", err)
 	}
 	if err := RunHook(ctx, m.cfg, m.log, HookDemote, config.RoleMaster, m.gen.Load()); err != nil {
