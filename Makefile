@@ -78,8 +78,8 @@ soak: deps
 		{ echo "soak failed; the whole log, failure included, is in $(SOAKLOG)"; exit 1; }
 
 # Every fuzz target (or those whose name matches FUZZ) for FUZZTIME
-# executions each, one worker, one target after the other; each log and a
-# summary line per target (exit code, seconds, executions) go to FUZZLOG.
+# executions each, FUZZPARALLEL workers (one by default), one target after
+# the other; each log and a summary line per target (exit code, seconds, executions) go to FUZZLOG.
 # RELIABILITY.md's counts come from make fuzz FUZZTIME=10000000x.
 # FUZZMINTIME bounds the minimizing of each new input: with Go's default
 # (60 s) a target whose inputs keep reaching new code (the config loader's
@@ -88,6 +88,7 @@ soak: deps
 FUZZTIME ?= 10000000x
 FUZZMINTIME ?= 5s
 FUZZ ?= .
+FUZZPARALLEL ?= 1
 FUZZLOG ?= /tmp/schedsync-fuzz
 fuzz:
 	@mkdir -p $(FUZZLOG)
@@ -95,7 +96,7 @@ fuzz:
 		awk '/^Fuzz/ { n[++c] = $$1; next } /^ok/ { for (i = 1; i <= c; i++) print $$2, n[i]; c = 0 }' | \
 		grep -E ' ($(FUZZ))' | while read pkg name; do \
 			start=$$(date +%s); \
-			$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) -parallel 1 > $(FUZZLOG)/$$name.log 2>&1; rc=$$?; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) -parallel $(FUZZPARALLEL) > $(FUZZLOG)/$$name.log 2>&1; rc=$$?; \
 			echo "$$pkg $$name rc=$$rc secs=$$(( $$(date +%s) - start )) $$(grep -o 'execs: [0-9]*' $(FUZZLOG)/$$name.log | tail -1)" | tee -a $(FUZZLOG)/summary.txt; \
 		done
 
