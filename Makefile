@@ -69,6 +69,7 @@ bench: deps
 # against a live pair, SOAK long per capture mode, then an exact row-by-row
 # comparison. make test runs a 45-second soak per mode.
 # make soak SOAK=30m SOAKFLAGS='SCHEDSYNC_SOAK_MODES=logical SCHEDSYNC_SOAK_SEED=…'
+# (SCHEDSYNC_SOAK_FAULTS='master disk full,connection cut' limits the faults)
 SOAKLOG ?= /tmp/schedsync-soak.log
 SOAK ?= 10m
 SOAKFLAGS ?=
@@ -79,7 +80,8 @@ soak: deps
 
 # Every fuzz target (or those whose name matches FUZZ) for FUZZTIME
 # executions each, FUZZPARALLEL workers (one by default), one target after
-# the other; each log and a summary line per target (exit code, seconds, executions) go to FUZZLOG.
+# the other; each log and a summary line per target (exit code, seconds,
+# executions) go to FUZZLOG.
 # RELIABILITY.md's counts come from make fuzz FUZZTIME=10000000x.
 # FUZZMINTIME bounds the minimizing of each new input: with Go's default
 # (60 s) a target whose inputs keep reaching new code (the config loader's

@@ -35,7 +35,9 @@ import (
 //
 // SCHEDSYNC_SOAK sets the duration per mode (make soak: 10m); without it
 // the test runs a short soak, so that CI catches regressions.
-// SCHEDSYNC_SOAK_SEED replays a run; SCHEDSYNC_SOAK_MODES picks the modes.
+// SCHEDSYNC_SOAK_SEED replays a run; SCHEDSYNC_SOAK_MODES picks the modes;
+// SCHEDSYNC_SOAK_FAULTS (names of soakFaults, comma-separated) limits the
+// faults to those, to work one path hard.
 func TestSoak(t *testing.T) {
 	requirePostgres(t)
 	dur := 45 * time.Second
@@ -50,32 +52,67 @@ func TestSoak(t *testing.T) {
 	if s := os.Getenv("SCHEDSYNC_SOAK_MODES"); s != "" {
 		modes = strings.Split(s, ",")
 	}
+	allowed, err := allowedFaults(os.Getenv("SCHEDSYNC_SOAK_FAULTS"), os.Geteuid() == 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { soak(t, mode, dur) })
+		t.Run(mode, func(t *testing.T) { soak(t, mode, dur, allowed) })
 	}
 }
 
 // soakFaults are the faults, by name.
 var soakFaults = []string{"kill -9 master service", "kill -9 slave service", "master database crash",
 	"slave database crash", "connection cut", "kill -9 verify", "kill -9 resync", "slave spool corrupt",
-	"slave disk full"}
+	"slave disk full", "master disk full"}
 
 // faultWeights weigh the draw: the kills of the services come most
 // often; a re-seed and a corrupt spool, which take longer, least.
-var faultWeights = []int{6, 6, 2, 2, 2, 2, 1, 1, 1}
+var faultWeights = []int{6, 6, 2, 2, 2, 2, 1, 1, 1, 1}
 
-// drawFault picks a fault by weight, among those that can run here: a
-// full disk needs the small filesystem only root can mount.
-func drawFault(rng *mrand.Rand, diskFull bool) string {
+// allowedFaults is the set of faults a soak may draw: those named in list
+// (all when empty) that can run here. A full disk needs the small
+// filesystem only root can mount.
+func allowedFaults(list string, root bool) (map[string]bool, error) {
+	allowed := map[string]bool{}
+	for _, f := range soakFaults {
+		allowed[f] = list == ""
+	}
+	if list != "" {
+		for _, f := range strings.Split(list, ",") {
+			f = strings.TrimSpace(f)
+			if _, ok := allowed[f]; !ok {
+				return nil, fmt.Errorf("SCHEDSYNC_SOAK_FAULTS: unknown fault %q; the faults are %q", f, soakFaults)
+			}
+			allowed[f] = true
+		}
+	}
+	if !root {
+		for _, f := range soakFaults {
+			if strings.HasSuffix(f, " disk full") && allowed[f] {
+				allowed[f] = false
+			}
+		}
+	}
+	for _, ok := range allowed {
+		if ok {
+			return allowed, nil
+		}
+	}
+	return nil, fmt.Errorf("SCHEDSYNC_SOAK_FAULTS=%q: none of these faults can run here (disk-full faults need root)", list)
+}
+
+// drawFault picks a fault by weight among the allowed ones.
+func drawFault(rng *mrand.Rand, allowed map[string]bool) string {
 	total := 0
 	for i, w := range faultWeights {
-		if soakFaults[i] != "slave disk full" || diskFull {
+		if allowed[soakFaults[i]] {
 			total += w
 		}
 	}
 	n := rng.IntN(total)
 	for i, w := range faultWeights {
-		if soakFaults[i] == "slave disk full" && !diskFull {
+		if !allowed[soakFaults[i]] {
 			continue
 		}
 		if n < w {
@@ -83,10 +120,10 @@ func drawFault(rng *mrand.Rand, diskFull bool) string {
 		}
 		n -= w
 	}
-	return soakFaults[0]
+	panic("drawFault: weights and faults disagree")
 }
 
-func soak(t *testing.T, mode string, dur time.Duration) {
+func soak(t *testing.T, mode string, dur time.Duration, allowed map[string]bool) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("SCHEDSYNC_SOAK_SEED"); s != "" {
 		var err error
@@ -105,12 +142,12 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	w.schemas = []string{"dbsched"}
 	w.execBoth(t, ctx, `CREATE TABLE soak_ledger (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())`)
 	w.execBoth(t, ctx, dbschedSchema)
-	diskFull := os.Geteuid() == 0
-	if diskFull {
+	if os.Geteuid() == 0 {
 		// Big enough for resync's backup and the free space it keeps.
 		mountSmallFS(t, w.slave, 1<<30)
+		mountSmallFS(t, w.master, 1<<30)
 	} else {
-		t.Log("not root: no small filesystem for the slave's spool.dir, so no disk-full faults")
+		t.Log("not root: no small filesystems for the spool.dirs, so no disk-full faults")
 	}
 	proxy := startProxy(t, w.master.listen)
 	w.slave.setKey(t, "master.port", strconv.Itoa(proxy.port()))
@@ -129,7 +166,7 @@ func soak(t *testing.T, mode string, dur time.Duration) {
 	deadline := time.Now().Add(dur)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
-		f := drawFault(rng, diskFull)
+		f := drawFault(rng, allowed)
 		counts[f]++
 		if !w.fault(t, ctx, f, rng, proxy, outcomes) {
 			t.Fatalf("fault %q failed (seed %d)", f, seed)
@@ -203,7 +240,9 @@ func (w *world) fault(t *testing.T, ctx context.Context, f string, rng *mrand.Ra
 	case "slave spool corrupt":
 		return w.corruptSpool(t, ctx, outcomes)
 	case "slave disk full":
-		return w.fillSlaveDisk(t, rng, outcomes)
+		return w.fillDisk(t, w.slave, rng, outcomes)
+	case "master disk full":
+		return w.fillDisk(t, w.master, rng, outcomes)
 	}
 	return true
 }
@@ -382,21 +421,21 @@ func flipUnapplied(t *testing.T, dir string, applied uint64) (string, int64, boo
 	return "", 0, false
 }
 
-// fillSlaveDisk fills the filesystem of the slave's spool.dir. The slave
-// must report disk_full and keep running; 0-3 s later the space returns
-// and the soak goes on (the catch-up at the end shows it resumed).
-func (w *world) fillSlaveDisk(t *testing.T, rng *mrand.Rand, outcomes map[string]int) bool {
+// fillDisk fills the filesystem of n's spool.dir. The service must
+// report disk_full and keep running; 0-3 s later the space returns and the
+// soak goes on (the catch-up at the end shows it resumed).
+func (w *world) fillDisk(t *testing.T, n *node, rng *mrand.Rand, outcomes map[string]int) bool {
 	t.Helper()
-	free := fillDisk(t, w.slave.spool)
+	free := fillDisk(t, n.spool)
 	defer free()
 	var st status
 	for deadline := time.Now().Add(recoverTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if st, _ = w.slave.status(); st.State == "disk_full" {
+		if st, _ = n.status(); st.State == "disk_full" {
 			break
 		}
 	}
 	if st.State != "disk_full" || !st.Running {
-		t.Errorf("the slave did not report disk_full on a full disk: %s", st)
+		t.Errorf("the %s did not report disk_full on a full disk: %s", n.name, st)
 		return false
 	}
 	outcomes["disk full reported"]++

@@ -93,33 +93,61 @@ func TestSlaveSpoolCorrupt(t *testing.T) {
 // mounts a small tmpfs.
 func TestSlaveSpoolDiskFull(t *testing.T) {
 	requirePostgres(t)
+	spoolDiskFull(t, "logical", func(w *world) *node { return w.slave })
+}
+
+// TestMasterSpoolDiskFull: the filesystem of the master's spool.dir fills
+// up under load. The master must say so in status (disk_full, naming the
+// directory) and keep serving its slave what the spool holds (the slave
+// stays streaming: a full disk is no reason for a failover); once space
+// returns it must resume capture by itself, with nothing lost: the changes
+// made meanwhile waited in the repository.
+func TestMasterSpoolDiskFull(t *testing.T) {
+	inEachMode(t, func(t *testing.T, mode string) {
+		spoolDiskFull(t, mode, func(w *world) *node { return w.master })
+	})
+}
+
+// spoolDiskFull fills the filesystem of the spool.dir of one node of the
+// pair (which picks it) under load, checks that it reports disk_full and
+// stays up while the other streams on, frees the space and requires the
+// pair to converge to equal rows.
+func spoolDiskFull(t *testing.T, mode string, which func(*world) *node) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small filesystem for the slave's spool.dir (CI runs as root)")
+		t.Skip("needs root to mount a small filesystem for the spool.dir (CI runs as root)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
 	defer cancel()
-	w := newWorld(t, ctx, "logical")
-	mountSmallFS(t, w.slave, 64<<20)
+	w := newWorld(t, ctx, mode)
+	full := which(w)
+	other := w.slave
+	if full == w.slave {
+		other = w.master
+	}
+	mountSmallFS(t, full, 64<<20)
 	l, ok := w.installAndLoad(t, ctx)
 	if !ok {
 		return
 	}
 	time.Sleep(2 * time.Second)
-	free := fillDisk(t, w.slave.spool)
+	free := fillDisk(t, full.spool)
 	var st status
-	eventually.True(t, "the slave to report disk_full", recoverTimeout, func() (bool, string) {
-		st = w.slave.mustStatus(t)
+	eventually.True(t, "the "+full.name+" to report disk_full", recoverTimeout, func() (bool, string) {
+		st = full.mustStatus(t)
 		return st.State == "disk_full", st.String()
 	})
-	if !st.Running || !strings.Contains(st.Error, "no space left on device") || !strings.Contains(st.Error, w.slave.spool) {
+	if !st.Running || !strings.Contains(st.Error, "no space left on device") || !strings.Contains(st.Error, full.spool) {
 		t.Errorf("disk_full status does not say what and where: %s", st)
 	}
-	time.Sleep(3 * time.Second) // the master goes on capturing meanwhile
-	if st := w.slave.mustStatus(t); !st.Running || st.State != "disk_full" {
-		t.Errorf("the slave did not stay up and paused while the disk was full: %s", st)
+	time.Sleep(3 * time.Second) // the workload goes on meanwhile
+	if st := full.mustStatus(t); !st.Running || st.State != "disk_full" {
+		t.Errorf("the %s did not stay up and paused while the disk was full: %s", full.name, st)
+	}
+	if st := other.mustStatus(t); !st.Running || st.State != "streaming" {
+		t.Errorf("the %s should go on streaming while the other's disk is full: %s", other.name, st)
 	}
 	free()
-	w.slave.waitStreaming(t, recoverTimeout)
+	full.waitStreaming(t, recoverTimeout)
 	w.finish(t, ctx, l)
 }
 

@@ -99,15 +99,17 @@ func (m *Master) identityPath() string { return filepath.Join(m.cfg.Spool.Dir, "
 // Run serves until ctx is done.
 func (m *Master) Run(ctx context.Context, ready func()) error {
 	m.startedAt = time.Now()
-	var err error
-	if m.sp, err = spool.Open(spoolOptions(m.cfg, m.spoolDir(), m.log)); err != nil {
-		return fmt.Errorf("open spool: %w", err)
-	}
-	defer m.sp.Close()
-	m.sink = &spoolSink{sp: m.sp, met: m.opts.Metrics}
-	if m.reg, err = loadRegistry(filepath.Join(m.cfg.Spool.Dir, "slaves.json")); err != nil {
+	if err := m.openSpool(); err != nil {
 		return err
 	}
+	defer func() { m.sp.Close() }()
+	reg, err := loadRegistry(filepath.Join(m.cfg.Spool.Dir, "slaves.json"))
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.reg = reg
+	m.mu.Unlock()
 	if m.cfg.Failover.Synchronous && m.cfg.Capture.Mode == config.CaptureLogical {
 		f := m.cfg.Failover
 		m.gate = newSyncGate(f.SynchronousSlaves, f.SynchronousStrict, f.SynchronousTimeout, m.reg, m.log, m.stateChanged)
@@ -123,11 +125,10 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		}
 		return err
 	}
-	ln, err := ship.Listen(m.cfg.Sync.Listen, m.tlsConf)
+	ln, err := m.listen()
 	if err != nil {
-		return fmt.Errorf("listen on sync.listen %s: %w", m.cfg.Sync.Listen, err)
+		return err
 	}
-	m.addr = ln.Addr().String()
 	if err := m.waitRepository(ctx); err != nil {
 		ln.Close()
 		return err
@@ -140,7 +141,51 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		m.mu.Unlock()
 	}
 	ready()
+	for {
+		err := m.serve(ctx, ln)
+		var full *spoolFullError
+		if !errors.As(err, &full) || ctx.Err() != nil {
+			return err
+		}
+		// The spool takes writes again: everything starts over on the
+		// spool reopened, as after a restart of the service.
+		_ = m.sp.Close() // it reports the write error again
+		if err := reopenSpool(ctx, m.log, m.openSpool, m.setState, full); err != nil {
+			return err
+		}
+		if ln, err = m.listen(); err != nil {
+			return err
+		}
+	}
+}
 
+// openSpool opens the master spool and the capture sink that writes it.
+func (m *Master) openSpool() error {
+	removeStaleProbes(m.spoolDir())
+	sp, err := spool.Open(spoolOptions(m.cfg, m.spoolDir(), m.log))
+	if err != nil {
+		return fmt.Errorf("open spool: %w", err)
+	}
+	m.mu.Lock()
+	m.sp, m.sink = sp, &spoolSink{sp: sp, met: m.opts.Metrics}
+	m.mu.Unlock()
+	return nil
+}
+
+// listen opens the sync port.
+func (m *Master) listen() (net.Listener, error) {
+	ln, err := ship.Listen(m.cfg.Sync.Listen, m.tlsConf)
+	if err != nil {
+		return nil, fmt.Errorf("listen on sync.listen %s: %w", m.cfg.Sync.Listen, err)
+	}
+	m.addr = ln.Addr().String()
+	return ln, nil
+}
+
+// serve runs capture, retention and the slaves' sessions on ln until ctx
+// ends or one of them fails. A *spoolFullError means that the spool could
+// not be written and now can: Run reopens it and serves again.
+func (m *Master) serve(ctx context.Context, ln net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return m.runCapture(gctx) })
 	g.Go(func() error { return m.retentionLoop(gctx) })
@@ -161,7 +206,7 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 			return nil
 		}
 	})
-	err = g.Wait()
+	err := g.Wait()
 	sessions.Wait()
 	if d, ok := err.(*demotion); ok {
 		if serr := m.reg.save(); serr != nil {
@@ -294,6 +339,13 @@ func (m *Master) captureLoop(ctx context.Context) error {
 			return nil
 		}
 		if serr := m.sink.err(); serr != nil {
+			if werr := m.sp.WriteErr(); werr != nil {
+				// What was not spooled is still in the repository: capture
+				// confirms a change there only once it is in the spool.
+				return awaitSpoolSpace(ctx, m.log, m.spoolDir(), werr, m.setState,
+					"capture is paused (the changes wait in the master repository, none is lost)",
+					"slaves go on receiving what the spool holds, and retention frees what they have applied")
+			}
 			m.setState(StateFailed, serr.Error())
 			return fmt.Errorf("spool failed, capture stopped: %w", serr)
 		}
@@ -523,13 +575,14 @@ func (m *Master) Status() Status {
 			st.SlotRetainedWALBytes = &b
 		}
 	}
+	sp, reg := m.sp, m.reg
 	m.mu.Unlock()
-	if m.sp == nil || m.reg == nil {
+	if sp == nil || reg == nil {
 		return st
 	}
-	st.Position = m.sp.DurablePosition()
-	st.SpoolBytes, st.SpoolSegments = m.sp.Size()
-	recs, connected := m.reg.list()
+	st.Position = sp.DurablePosition()
+	st.SpoolBytes, st.SpoolSegments = sp.Size()
+	recs, connected := reg.list()
 	for _, r := range recs {
 		addr, ok := connected[r.Name]
 		ss := SlaveStatus{
@@ -537,7 +590,7 @@ func (m *Master) Status() Status {
 			NeedsResync: r.NeedsResync, LastSeen: r.LastSeen, Address: addr,
 		}
 		if !r.NeedsResync {
-			ss.BacklogBytes = m.sp.BytesAfter(r.Applied)
+			ss.BacklogBytes = sp.BytesAfter(r.Applied)
 			st.BacklogBytes = max(st.BacklogBytes, ss.BacklogBytes)
 			if r.Applied < st.Position && !r.caughtUp.IsZero() {
 				st.LagSeconds = max(st.LagSeconds, time.Since(r.caughtUp).Seconds())

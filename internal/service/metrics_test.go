@@ -3,6 +3,7 @@ package service
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,26 @@ func TestDashboardAndAlertsUseRealMetrics(t *testing.T) {
 			}
 			if fams[base] == nil {
 				t.Errorf("%s uses %s, which schedsync does not export", file, n)
+			}
+		}
+	}
+}
+
+// TestAlertsUseRealStates: every state an alert rule matches is one that
+// schedsync_state reports; a misspelt one would never fire.
+func TestAlertsUseRealStates(t *testing.T) {
+	data, err := os.ReadFile("../../configs/prometheus-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	matchers := regexp.MustCompile(`state=~?"([^"]+)"`).FindAllStringSubmatch(string(data), -1)
+	if len(matchers) < 5 {
+		t.Fatalf("found only %d state matchers in the alert rules", len(matchers))
+	}
+	for _, m := range matchers {
+		for _, st := range strings.Split(m[1], "|") {
+			if !slices.Contains(allStates, st) {
+				t.Errorf("an alert matches state %q, which schedsync_state does not report (states: %v)", st, allStates)
 			}
 		}
 	}
