@@ -89,7 +89,7 @@ func allowedFaults(list string, root bool) (map[string]bool, error) {
 	}
 	if !root {
 		for _, f := range soakFaults {
-			if strings.HasSuffix(f, " disk full") && allowed[f] {
+			if strings.HasSuffix(f, " disk full") {
 				allowed[f] = false
 			}
 		}

@@ -149,8 +149,7 @@ func (m *Master) Run(ctx context.Context, ready func()) error {
 		}
 		// The spool takes writes again: everything starts over on the
 		// spool reopened, as after a restart of the service.
-		_ = m.sp.Close() // it reports the write error again
-		if err := reopenSpool(ctx, m.log, m.openSpool, m.setState, full); err != nil {
+		if err := reopenSpool(ctx, m.log, m.sp, m.openSpool, m.setState, full); err != nil {
 			return err
 		}
 		if ln, err = m.listen(); err != nil {

@@ -147,7 +147,7 @@ func (s *Slave) Run(ctx context.Context, ready func()) error {
 		stop()
 		var full *spoolFullError
 		if errors.As(err, &full) && ctx.Err() == nil {
-			if err := s.reopenSpool(ctx, full); err != nil {
+			if err := reopenSpool(ctx, s.log, s.sp, s.openSpool, s.setState, full); err != nil {
 				return err
 			}
 			continue

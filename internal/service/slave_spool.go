@@ -44,9 +44,3 @@ func (s *Slave) waitForSpoolSpace(ctx context.Context, werr error) error {
 	return awaitSpoolSpace(ctx, s.log, s.spoolDir(), werr, s.setState,
 		"receiving is paused", "apply goes on and frees the segments it has applied")
 }
-
-// reopenSpool closes the spool that failed and opens it again.
-func (s *Slave) reopenSpool(ctx context.Context, full *spoolFullError) error {
-	_ = s.sp.Close() // it reports the write error again; nothing else to do
-	return reopenSpool(ctx, s.log, s.openSpool, s.setState, full)
-}

@@ -67,9 +67,11 @@ func awaitSpoolSpace(ctx context.Context, log *slog.Logger, dir string, werr err
 	}
 }
 
-// reopenSpool runs open, which opens a spool again after full, retrying
-// while that fails for lack of space. A corrupt spool is not retried.
-func reopenSpool(ctx context.Context, log *slog.Logger, open func() error, setState func(state, msg string), full *spoolFullError) error {
+// reopenSpool closes failed, the spool that could not be written, and runs
+// open, which opens it again, retrying while that fails for lack of space.
+// A corrupt spool is not retried.
+func reopenSpool(ctx context.Context, log *slog.Logger, failed *spool.Spool, open func() error, setState func(state, msg string), full *spoolFullError) error {
+	_ = failed.Close() // it reports the write error again; nothing else to do
 	bo := newBackoff(500*time.Millisecond, 10*time.Second)
 	for {
 		err := open()
